@@ -1,0 +1,1 @@
+"""Shared vocabulary of Setu: settings, domain types, the directory and the store."""

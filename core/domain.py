@@ -1,0 +1,87 @@
+"""The domain vocabulary: ids, roles and the states of tokens and rooms.
+
+Defined once here and imported everywhere else, so that a state or a role is spelled the same in
+Redis, in messages, in templates and in logs.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import NewType
+
+HubId = NewType("HubId", str)
+SpokeId = NewType("SpokeId", str)
+BlockId = NewType("BlockId", str)
+UserId = NewType("UserId", str)
+TokenId = NewType("TokenId", str)
+RoomId = NewType("RoomId", str)
+
+#: Directory ids are short, lowercase and URL-safe.  A dot never appears in one, which lets a
+#: room id carry its hub (``<hub>.<random>``) so that every key of a room hashes with its hub.
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+
+
+class Role(enum.StrEnum):
+    NURSE = "nurse"
+    DOCTOR = "doctor"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Sex(enum.StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+
+
+class TokenState(enum.StrEnum):
+    """Where a patient's token stands in the waiting room."""
+
+    WAITING = "waiting"
+    CALLED = "called"
+    IN_CONSULTATION = "in_consultation"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class RoomState(enum.StrEnum):
+    """The life of a consultation room."""
+
+    CREATED = "created"  # the doctor called a token; nobody has joined yet
+    ACTIVE = "active"  # at least one participant has media up
+    ENDED = "ended"
+
+
+class Participant(enum.StrEnum):
+    """The two seats of a consultation room."""
+
+    SPOKE = "spoke"
+    HUB = "hub"
+
+    @property
+    def other(self) -> Participant:
+        return Participant.HUB if self is Participant.SPOKE else Participant.SPOKE
+
+
+class EndReason(enum.StrEnum):
+    HANGUP = "hangup"
+    PEER_LOST = "peer_lost"
+    SHUTDOWN = "shutdown"
+    CANCELLED = "cancelled"
+
+
+def room_hub(room_id: str) -> HubId:
+    """The hub that a room id belongs to (room ids are ``<hub>.<random>``)."""
+    hub, sep, rest = room_id.partition(".")
+    if not sep or not rest or not ID_PATTERN.match(hub):
+        raise ValueError(f"not a room id: {room_id!r}")
+    return HubId(hub)
+
+
+def token_hub(token_id: str) -> HubId:
+    """The hub that a token id belongs to (token ids are ``<hub>.<date>.<number>``)."""
+    parts = token_id.split(".")
+    if len(parts) != 3 or not ID_PATTERN.match(parts[0]):
+        raise ValueError(f"not a token id: {token_id!r}")
+    return HubId(parts[0])

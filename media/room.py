@@ -1,0 +1,114 @@
+"""The media of one consultation: two seats, each a browser's peer connection, relayed.
+
+Frames received from one seat go, still encoded, into the relay tracks that the other seat's
+peer connection sends.  A seat may be re-connected (a new peer connection replaces the old):
+the relay tracks stay, so the other side only sees a short gap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from core.domain import Participant
+from core.settings import IceServer
+from core.tasks import TaskOwner
+
+from .frames import EncodedFrame
+from .peer import Peer, PeerState
+from .relay import KeyframeLimiter, RelayTrack
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("audio", "video")
+
+PeerStateCallback = Callable[[Participant, PeerState], None]
+
+
+class MediaRoom:
+    """Relays audio and video between the spoke seat and the hub seat of a room."""
+
+    def __init__(
+        self, label: str, ice_servers: tuple[IceServer, ...], on_peer_state: PeerStateCallback
+    ) -> None:
+        self.label = label
+        self._ice_servers = ice_servers
+        self._on_peer_state = on_peer_state
+        self._tasks = TaskOwner(f"media {label}")
+        self._peers: dict[Participant, Peer] = {}
+        self._closed = False
+        #: ``outbound[seat][kind]`` is what ``seat`` receives: the other seat's media.
+        self.outbound: dict[Participant, dict[str, RelayTrack]] = {}
+        self._keyframe: dict[Participant, KeyframeLimiter] = {}
+        for seat in Participant:
+            source = seat.other
+            self._keyframe[source] = KeyframeLimiter(
+                lambda source=source: self._request_keyframe(source)  # type: ignore[misc]
+            )
+            self.outbound[seat] = {
+                kind: RelayTrack(
+                    kind, self._keyframe[source], label=f"{label}:{source}->{seat}:{kind}"
+                )
+                for kind in KINDS
+            }
+
+    def peer(self, seat: Participant) -> Peer | None:
+        return self._peers.get(seat)
+
+    async def connect(self, seat: Participant, offer_sdp: str) -> str:
+        """Answer a seat's offer, replacing the seat's previous peer connection if any."""
+        if self._closed:
+            raise RuntimeError("media room is closed")
+        old = self._peers.pop(seat, None)
+        if old is not None:
+            await old.close()
+        peer = Peer(
+            label=f"{self.label}:{seat}",
+            ice_servers=self._ice_servers,
+            outbound=self.outbound[seat],
+            sink=lambda kind, frame, src, seat=seat: self._relay(seat, kind, frame, src),  # type: ignore[misc]
+            on_state=lambda p, state, seat=seat: self._peer_state(seat, p, state),  # type: ignore[misc]
+            on_keyframe_request=lambda kind, seat=seat: self._keyframe[seat.other](),  # type: ignore[misc]
+        )
+        self._peers[seat] = peer
+        try:
+            answer = await peer.answer(offer_sdp)
+        except BaseException:
+            self._peers.pop(seat, None)
+            await peer.close()
+            raise
+        # A new receiver can only start decoding from a keyframe.
+        self.outbound[seat]["video"].restart_from_keyframe()
+        return answer
+
+    def _relay(self, source: Participant, kind: str, frame: EncodedFrame, peer: object) -> None:
+        if self._peers.get(source) is peer:
+            self.outbound[source.other][kind].push(frame, peer)
+
+    def _peer_state(self, seat: Participant, peer: Peer, state: PeerState) -> None:
+        if self._peers.get(seat) is not peer:
+            return  # a replaced peer connection no longer speaks for its seat
+        self._on_peer_state(seat, state)
+
+    def _request_keyframe(self, source: Participant) -> None:
+        peer = self._peers.get(source)
+        if peer is not None:
+            self._tasks.spawn(peer.request_keyframe("video"), name=f"pli {source}")
+
+    async def disconnect(self, seat: Participant) -> None:
+        peer = self._peers.pop(seat, None)
+        if peer is not None:
+            await peer.close()
+
+    async def close(self) -> None:
+        """Close both peer connections and every relay track (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for seat in list(self._peers):
+            await self.disconnect(seat)
+        for tracks in self.outbound.values():
+            for track in tracks.values():
+                track.stop()
+        await self._tasks.close()
+        logger.info("media room %s closed", self.label)

@@ -1,0 +1,105 @@
+"""The hub feed: every server process follows each hub's event stream and pushes fresh queue
+snapshots to the people watching that hub on this process.
+
+One task per process reads all hubs' streams (``XREAD BLOCK``).  For each batch it reads a
+hub's snapshot once and hands it to every local subscriber; subscribers only post to their own
+bounded outbox, so a slow browser never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from core.domain import HubId
+from core.store import UNAVAILABLE, Redis, StoreUnavailable
+from core.tasks import TaskOwner
+
+from .waiting_room import HubSnapshot, WaitingRoom, events_key
+
+logger = logging.getLogger(__name__)
+
+Subscriber = Callable[[HubSnapshot], None]
+
+
+class Subscription:
+    def __init__(self, feed: HubFeed, hub: HubId, subscriber: Subscriber) -> None:
+        self._feed = feed
+        self.hub = hub
+        self.subscriber = subscriber
+
+    def cancel(self) -> None:
+        self._feed._unsubscribe(self)
+
+
+class HubFeed:
+    """Follows hub event streams and fans snapshots out to local subscribers."""
+
+    def __init__(self, store: Redis, waiting_room: WaitingRoom, hubs: list[HubId]) -> None:
+        self._store = store
+        self._waiting_room = waiting_room
+        self._hubs = hubs
+        self._subscribers: dict[HubId, set[Subscription]] = {hub: set() for hub in hubs}
+        self._tasks = TaskOwner("hub-feed")
+        self._store_ok = True
+
+    def start(self) -> None:
+        self._tasks.spawn(self._follow(), name="follow")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    def subscribe(self, hub: HubId, subscriber: Subscriber) -> Subscription:
+        sub = Subscription(self, hub, subscriber)
+        self._subscribers[hub].add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers[sub.hub].discard(sub)
+
+    async def _follow(self) -> None:
+        last: dict[str, str] = {}
+        backoff = 0.2
+        while True:
+            try:
+                if not last:
+                    # Start from what is in the streams now; watchers read a fresh snapshot on
+                    # subscribing, so earlier events need no replay.
+                    for hub in self._hubs:
+                        newest = await self._store.xrevrange(events_key(hub), count=1)
+                        last[events_key(hub)] = newest[0][0] if newest else "0-0"
+                    if not self._store_ok:
+                        self._store_ok = True
+                        logger.info("store reachable again; refreshing every watched hub")
+                        await self._publish(list(self._hubs))
+                batch = await self._store.xread(last, block=5000, count=500)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except UNAVAILABLE as exc:
+                if self._store_ok:
+                    logger.warning("hub feed: store unavailable (%s); retrying", exc)
+                self._store_ok = False
+                last = {}
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            changed: list[HubId] = []
+            for stream, entries in batch or []:
+                if entries:
+                    last[stream] = entries[-1][0]
+                    changed.append(HubId(stream.split("{", 1)[1].split("}", 1)[0]))
+            await self._publish(changed)
+
+    async def _publish(self, hubs: list[HubId]) -> None:
+        for hub in hubs:
+            if not self._subscribers.get(hub):
+                continue
+            try:
+                snapshot = await self._waiting_room.snapshot(hub)
+            except StoreUnavailable:
+                self._store_ok = False
+                continue
+            for sub in list(self._subscribers[hub]):
+                sub.subscriber(snapshot)

@@ -1,0 +1,257 @@
+"""Live rooms on this server process: who sits where, media, grace timers and the end.
+
+A room's record (its token, nurse, doctor and state) lives in Redis, written by the waiting
+room when a doctor calls a token; the room's media lives on one process, here.  A
+:class:`LiveRoom` is created on the first join and removed when the room ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from core.directory import User
+from core.domain import EndReason, HubId, Participant, Role, RoomId, RoomState, TokenId, UserId
+from core.settings import Settings
+from core.store import StoreUnavailable
+from core.tasks import TaskOwner
+from media import MediaRoom, PeerState
+
+from .waiting_room import WaitingRoom
+
+logger = logging.getLogger(__name__)
+
+
+class RoomError(Exception):
+    code = "room_error"
+
+
+class RoomNotFound(RoomError):
+    code = "room_not_found"
+
+
+class NotAParticipant(RoomError):
+    code = "not_a_participant"
+
+
+class RoomClosed(RoomError):
+    code = "room_ended"
+
+
+class IllegalTransition(RoomError):
+    code = "illegal_transition"
+
+
+@dataclasses.dataclass(frozen=True)
+class RoomEvent:
+    """What a room tells the people in it."""
+
+    kind: str  # "peer_state" | "ended" | "replaced"
+    seat: Participant | None = None
+    state: str | None = None
+    reason: str | None = None
+
+
+Listener = Callable[[RoomEvent], None]
+
+_ALLOWED = {
+    RoomState.CREATED: {RoomState.ACTIVE, RoomState.ENDED},
+    RoomState.ACTIVE: {RoomState.ENDED},
+    RoomState.ENDED: set(),
+}
+
+
+class LiveRoom:
+    """One consultation's seats and media on this process."""
+
+    def __init__(
+        self, room_id: RoomId, hub: HubId, record: dict[str, str], settings: Settings,
+        waiting_room: WaitingRoom, on_ended: Callable[[LiveRoom], None],
+    ) -> None:
+        self.id = room_id
+        self.hub = hub
+        self.token_id = TokenId(record["token"])
+        self.nurse = UserId(record["nurse"])
+        self.doctor = UserId(record["doctor"])
+        self.state = RoomState(record["state"])
+        self.history: list[RoomState] = [self.state]
+        self._settings = settings
+        self._waiting_room = waiting_room
+        self._on_ended = on_ended
+        self._listeners: dict[Participant, Listener] = {}
+        self._connected: set[Participant] = set()
+        self._grace: dict[Participant, asyncio.Task[None] | None] = {}
+        self._tasks = TaskOwner(f"room {room_id}")
+        self.media = MediaRoom(room_id, settings.ice_servers, self._peer_state)
+        self.end_reason: EndReason | None = None
+        self._ending: asyncio.Task[None] | None = None
+
+    def _transition(self, new: RoomState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"room {self.id}: {self.state} -> {new} is not allowed")
+        logger.info("room %s: %s -> %s", self.id, self.state, new)
+        self.state = new
+        self.history.append(new)
+
+    def seat_of(self, user: User) -> Participant:
+        if user.role is Role.NURSE and user.id == self.nurse:
+            return Participant.SPOKE
+        if user.role is Role.DOCTOR and user.id == self.doctor:
+            return Participant.HUB
+        raise NotAParticipant("only the nurse and the doctor of this consultation may join it")
+
+    def attach(self, seat: Participant, listener: Listener) -> None:
+        """Seat a participant's session; a previous session for that seat is told it was replaced."""
+        if self.state is RoomState.ENDED:
+            raise RoomClosed("this consultation has ended")
+        previous = self._listeners.get(seat)
+        self._listeners[seat] = listener
+        self._cancel_grace(seat)
+        if previous is not None and previous is not listener:
+            previous(RoomEvent("replaced", seat=seat))
+        for other, other_state in self._peer_states().items():
+            listener(RoomEvent("peer_state", seat=other, state=other_state))
+
+    def detach(self, seat: Participant, listener: Listener) -> None:
+        """A participant's session went away without hanging up: wait, then end the room."""
+        if self._listeners.get(seat) is not listener:
+            return
+        del self._listeners[seat]
+        if self.state is not RoomState.ENDED:
+            self._tasks.spawn(self.media.disconnect(seat), name=f"disconnect {seat}")
+            self._start_grace(seat)
+
+    def _peer_states(self) -> dict[Participant, str]:
+        out = {}
+        for seat in Participant:
+            peer = self.media.peer(seat)
+            out[seat] = peer.state.value if peer is not None else "absent"
+        return out
+
+    async def offer(self, seat: Participant, sdp: str) -> str:
+        if self.state is RoomState.ENDED:
+            raise RoomClosed("this consultation has ended")
+        return await self.media.connect(seat, sdp)
+
+    def _peer_state(self, seat: Participant, state: PeerState) -> None:
+        self._broadcast(RoomEvent("peer_state", seat=seat, state=state.value))
+        if state is PeerState.CONNECTED:
+            self._connected.add(seat)
+            self._cancel_grace(seat)
+            if self.state is RoomState.CREATED and self._connected == set(Participant):
+                self._transition(RoomState.ACTIVE)
+                self._tasks.spawn(self._activate(), name="activate")
+        elif state in (PeerState.FAILED, PeerState.CLOSED, PeerState.DISCONNECTED):
+            self._connected.discard(seat)
+            if state is not PeerState.DISCONNECTED:
+                self._start_grace(seat)
+
+    async def _activate(self) -> None:
+        try:
+            await self._waiting_room.activate_room(self.hub, self.id)
+        except StoreUnavailable as exc:
+            # The call goes on; the token's state catches up when the room ends.
+            logger.warning("room %s: could not mark the token in consultation: %s", self.id, exc)
+
+    def _start_grace(self, seat: Participant) -> None:
+        if self.state is RoomState.ENDED or self._grace.get(seat) is not None:
+            return
+        self._grace[seat] = self._tasks.spawn(self._grace_timer(seat), name=f"grace {seat}")
+
+    def _cancel_grace(self, seat: Participant) -> None:
+        task = self._grace.pop(seat, None)
+        if task is not None:
+            task.cancel()
+
+    async def _grace_timer(self, seat: Participant) -> None:
+        await asyncio.sleep(self._settings.room_grace_s)
+        self._grace.pop(seat, None)
+        logger.info("room %s: %s did not come back within %.1fs", self.id, seat,
+                    self._settings.room_grace_s)
+        self.end(EndReason.PEER_LOST)
+
+    def end(self, reason: EndReason) -> asyncio.Task[None]:
+        """End the room for both seats (idempotent); the returned task finishes the cleanup."""
+        if self._ending is None:
+            self.end_reason = reason
+            self._transition(RoomState.ENDED)
+            self._broadcast(RoomEvent("ended", reason=reason.value))
+            self._listeners.clear()
+            self._ending = asyncio.get_running_loop().create_task(
+                self._finish(reason), name=f"room {self.id}: end"
+            )
+        return self._ending
+
+    async def _finish(self, reason: EndReason) -> None:
+        try:
+            await self._tasks.close()
+            await self.media.close()
+            for attempt in range(5):
+                try:
+                    outcome = await self._waiting_room.end_room(self.hub, self.id, reason.value)
+                    logger.info("room %s ended (%s); token %s %s", self.id, reason, self.token_id,
+                                outcome)
+                    break
+                except StoreUnavailable as exc:
+                    logger.warning("room %s: cannot record the end yet (%s)", self.id, exc)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+        finally:
+            self._on_ended(self)
+
+    def _broadcast(self, event: RoomEvent) -> None:
+        for listener in list(self._listeners.values()):
+            listener(event)
+
+
+class RoomRegistry:
+    """The live rooms of this process (every add has its remove in :meth:`LiveRoom.end`)."""
+
+    def __init__(self, settings: Settings, waiting_room: WaitingRoom) -> None:
+        self._settings = settings
+        self._waiting_room = waiting_room
+        self._rooms: dict[RoomId, LiveRoom] = {}
+        self._ending: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, room_id: RoomId) -> LiveRoom | None:
+        return self._rooms.get(room_id)
+
+    async def open(self, room_id: str) -> LiveRoom:
+        """The live room for ``room_id``, loading its record from the store on first use."""
+        from core.domain import room_hub
+
+        try:
+            hub = room_hub(room_id)
+        except ValueError:
+            raise RoomNotFound("no such consultation") from None
+        rid = RoomId(room_id)
+        live = self._rooms.get(rid)
+        if live is not None:
+            return live
+        record = await self._waiting_room.room(hub, rid)
+        if record is None:
+            raise RoomNotFound("no such consultation")
+        if record["state"] == RoomState.ENDED:
+            raise RoomClosed("this consultation has ended")
+        live = self._rooms.get(rid)  # another join may have loaded it meanwhile
+        if live is None:
+            if self._closing:
+                raise RoomClosed("the server is shutting down")
+            live = LiveRoom(rid, hub, record, self._settings, self._waiting_room, self._removed)
+            self._rooms[rid] = live
+        return live
+
+    def _removed(self, room: LiveRoom) -> None:
+        self._rooms.pop(room.id, None)
+
+    async def close(self) -> None:
+        """End every live room (server shutdown) and wait until each is cleaned up."""
+        self._closing = True
+        ending = [room.end(EndReason.SHUTDOWN) for room in list(self._rooms.values())]
+        if ending:
+            await asyncio.gather(*ending, return_exceptions=True)

@@ -1,0 +1,28 @@
+-- End a room.  A consultation that took place completes its token; a room that ended before
+-- any media flowed gives its token back to the head of the queue, in its original place.
+-- KEYS[1] = wr:{hub}:room:<room>   KEYS[2] = wr:{hub}:queue   KEYS[3] = wr:{hub}:events
+-- ARGV: 1 prefix  2 now_ms  3 reason  4 stream_maxlen
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == false then
+  return {'missing'}
+end
+if state == 'ended' then
+  return {'ended', redis.call('HGET', KEYS[1], 'token')}
+end
+local token_id = redis.call('HGET', KEYS[1], 'token')
+local tkey = ARGV[1] .. 'token:' .. token_id
+redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_at', ARGV[2], 'end_reason', ARGV[3])
+local outcome
+if state == 'active' then
+  redis.call('HSET', tkey, 'state', 'completed', 'ended_at', ARGV[2])
+  outcome = 'completed'
+else
+  redis.call('HSET', tkey, 'state', 'waiting')
+  redis.call('HDEL', tkey, 'doctor', 'room', 'called_at')
+  redis.call('ZADD', KEYS[2], redis.call('HGET', tkey, 'order'), token_id)
+  outcome = 'requeued'
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', 'ended', 'token', token_id,
+  'spoke', redis.call('HGET', KEYS[1], 'spoke'), 'room', redis.call('HGET', KEYS[1], 'id'),
+  'outcome', outcome, 'reason', ARGV[3], 'at', ARGV[2])
+return {outcome, token_id}

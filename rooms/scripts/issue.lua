@@ -1,0 +1,22 @@
+-- Issue a token: number it for the hub's service day, queue it, log it.
+-- Every key touched shares the {hub} hash tag of KEYS[1], so the script runs on Redis Cluster.
+-- KEYS[1] = wr:{hub}:seq:<date>   KEYS[2] = wr:{hub}:order   KEYS[3] = wr:{hub}:queue
+-- KEYS[4] = wr:{hub}:day:<date>   KEYS[5] = wr:{hub}:events
+-- ARGV: 1 prefix 'wr:{hub}:'  2 hub  3 date  4 spoke  5 nurse  6 now_ms  7 ttl_s
+--       8 name  9 age  10 sex  11 phone  12 complaint  13 stream_maxlen
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+local order = redis.call('INCR', KEYS[2])
+local token_id = ARGV[2] .. '.' .. ARGV[3] .. '.' .. n
+local tkey = ARGV[1] .. 'token:' .. token_id
+redis.call('HSET', tkey,
+  'id', token_id, 'number', n, 'hub', ARGV[2], 'date', ARGV[3], 'spoke', ARGV[4],
+  'nurse', ARGV[5], 'state', 'waiting', 'order', order, 'issued_at', ARGV[6],
+  'name', ARGV[8], 'age', ARGV[9], 'sex', ARGV[10], 'phone', ARGV[11], 'complaint', ARGV[12])
+redis.call('EXPIRE', tkey, ARGV[7])
+redis.call('ZADD', KEYS[3], order, token_id)
+redis.call('ZADD', KEYS[4], n, token_id)
+redis.call('EXPIRE', KEYS[4], ARGV[7])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*',
+  'event', 'issued', 'token', token_id, 'spoke', ARGV[4], 'at', ARGV[6])
+return {token_id, n}

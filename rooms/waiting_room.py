@@ -1,0 +1,273 @@
+"""The waiting room: tokens for patients, ordered per hub, stored in Redis.
+
+Every change is one Lua script, so it is atomic, and every key of a hub carries the hub as a
+hash tag (``wr:{hub}:...``) so that the scripts also run on Redis Cluster.  Each change is
+appended to the hub's event stream, which is how every server process learns of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from redis.exceptions import NoScriptError, RedisError
+
+from core.directory import Directory
+from core.domain import HubId, RoomId, Sex, SpokeId, TokenId, TokenState, UserId
+from core.store import UNAVAILABLE, Redis, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+_SCRIPTS = Path(__file__).with_name("scripts")
+#: Tokens, rooms and day indexes outlive their service day by this long.
+RECORD_TTL_S = 14 * 24 * 3600
+#: Approximate length kept of each hub's event stream.
+STREAM_MAXLEN = 10_000
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WaitingRoomError(Exception):
+    """A token action that cannot be done, with a code a client can show."""
+
+    code = "waiting_room_error"
+
+
+class QueueEmpty(WaitingRoomError):
+    code = "queue_empty"
+
+
+class TokenNotFound(WaitingRoomError):
+    code = "token_not_found"
+
+
+class TokenNotWaiting(WaitingRoomError):
+    code = "token_not_waiting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+    name: str
+    age: int
+    sex: Sex
+    complaint: str
+    phone: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    id: TokenId
+    number: int
+    hub: HubId
+    spoke: SpokeId
+    nurse: UserId
+    state: TokenState
+    patient: Patient
+    issued_at: datetime
+    order: int
+    doctor: UserId | None = None
+    room: RoomId | None = None
+    called_at: datetime | None = None
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> Token:
+        return cls(
+            id=TokenId(h["id"]),
+            number=int(h["number"]),
+            hub=HubId(h["hub"]),
+            spoke=SpokeId(h["spoke"]),
+            nurse=UserId(h["nurse"]),
+            state=TokenState(h["state"]),
+            patient=Patient(
+                name=h["name"],
+                age=int(h["age"]),
+                sex=Sex(h["sex"]),
+                complaint=h["complaint"],
+                phone=h.get("phone") or None,
+            ),
+            issued_at=_from_ms(h["issued_at"]),
+            order=int(h["order"]),
+            doctor=UserId(h["doctor"]) if h.get("doctor") else None,
+            room=RoomId(h["room"]) if h.get("room") else None,
+            called_at=_from_ms(h["called_at"]) if h.get("called_at") else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSnapshot:
+    """A hub's queue and today's tokens, as read at one moment."""
+
+    hub: HubId
+    waiting: tuple[Token, ...]  # in the order they will be called
+    today: tuple[Token, ...]  # every token of the service day, by number
+
+    def position(self, token_id: TokenId) -> int | None:
+        for i, token in enumerate(self.waiting):
+            if token.id == token_id:
+                return i + 1
+        return None
+
+
+def _from_ms(raw: str) -> datetime:
+    return datetime.fromtimestamp(int(raw) / 1000, UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def prefix(hub: str) -> str:
+    return f"wr:{{{hub}}}:"
+
+
+def events_key(hub: str) -> str:
+    return prefix(hub) + "events"
+
+
+def room_key(hub: str, room_id: str) -> str:
+    return prefix(hub) + "room:" + room_id
+
+
+class WaitingRoom:
+    """Token actions on the shared store.  Safe to use from many processes at once."""
+
+    def __init__(self, store: Redis, directory: Directory, clock: Clock = utc_now) -> None:
+        self._store = store
+        self._directory = directory
+        self._clock = clock
+        self._scripts = {
+            name: store.register_script((_SCRIPTS / f"{name}.lua").read_text())
+            for name in ("issue", "call_next", "activate_room", "end_room", "cancel")
+        }
+
+    def service_date(self, hub: HubId, moment: datetime | None = None) -> str:
+        """The hub's local calendar date (``YYYYMMDD``), which numbers its tokens."""
+        moment = moment or self._clock()
+        return moment.astimezone(self._directory.hub(hub).tz).strftime("%Y%m%d")
+
+    async def _run(self, name: str, keys: list[str], args: list[object]) -> object:
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except NoScriptError:  # pragma: no cover - redis-py reloads scripts itself
+            raise
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def issue(self, spoke: SpokeId, nurse: UserId, patient: Patient) -> Token:
+        """Give a patient the next token of the spoke's hub."""
+        hub = HubId(self._directory.spoke(spoke).hub)
+        now = self._clock()
+        date = self.service_date(hub, now)
+        p = prefix(hub)
+        result = await self._run(
+            "issue",
+            [p + f"seq:{date}", p + "order", p + "queue", p + f"day:{date}", p + "events"],
+            [p, hub, date, spoke, nurse, _ms(now), RECORD_TTL_S, patient.name, patient.age,
+             patient.sex.value, patient.phone or "", patient.complaint, STREAM_MAXLEN],
+        )
+        token_id = TokenId(str(result[0]))  # type: ignore[index]
+        logger.info("token %s issued at spoke %s", token_id, spoke)
+        token = await self.token(hub, token_id)
+        if token is None:  # pragma: no cover - the script just wrote it
+            raise TokenNotFound(token_id)
+        return token
+
+    async def call_next(
+        self, hub: HubId, doctor: UserId, node: str, token_id: TokenId | None = None
+    ) -> Token:
+        """Take the head of the queue (or ``token_id``) for ``doctor`` and open its room."""
+        room_id = RoomId(f"{hub}.{secrets.token_urlsafe(9)}")
+        p = prefix(hub)
+        result = await self._run(
+            "call_next",
+            [p + "queue", p + "events"],
+            [p, doctor, room_id, _ms(self._clock()), RECORD_TTL_S, node, token_id or "",
+             STREAM_MAXLEN],
+        )
+        status = str(result[0])  # type: ignore[index]
+        if status == "empty":
+            raise QueueEmpty("nobody is waiting")
+        if status == "not_waiting":
+            raise TokenNotWaiting(f"token {token_id} is not waiting")
+        called = TokenId(str(result[1]))  # type: ignore[index]
+        logger.info("token %s called by %s into room %s", called, doctor, room_id)
+        token = await self.token(hub, called)
+        if token is None:  # pragma: no cover
+            raise TokenNotFound(called)
+        return token
+
+    async def activate_room(self, hub: HubId, room_id: RoomId) -> str:
+        p = prefix(hub)
+        result = await self._run(
+            "activate_room", [room_key(hub, room_id), p + "events"],
+            [p, _ms(self._clock()), STREAM_MAXLEN],
+        )
+        return str(result)
+
+    async def end_room(self, hub: HubId, room_id: RoomId, reason: str) -> str:
+        """End a room; returns what became of its token (``completed`` or ``requeued``)."""
+        p = prefix(hub)
+        result = await self._run(
+            "end_room", [room_key(hub, room_id), p + "queue", p + "events"],
+            [p, _ms(self._clock()), reason, STREAM_MAXLEN],
+        )
+        return str(result[0])  # type: ignore[index]
+
+    async def cancel(self, spoke: SpokeId, token_id: TokenId) -> None:
+        hub = HubId(self._directory.spoke(spoke).hub)
+        p = prefix(hub)
+        result = await self._run(
+            "cancel", [p + "queue", p + "events"],
+            [p, token_id, spoke, _ms(self._clock()), STREAM_MAXLEN],
+        )
+        if result == "missing":
+            raise TokenNotFound(f"no token {token_id} at this spoke")
+        if result != "cancelled":
+            raise TokenNotWaiting(f"token {token_id} is {result}, not waiting")
+
+    async def token(self, hub: HubId, token_id: TokenId) -> Token | None:
+        try:
+            raw = await self._store.hgetall(prefix(hub) + "token:" + token_id)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return Token.from_hash(raw) if raw else None
+
+    async def room(self, hub: HubId, room_id: RoomId) -> dict[str, str] | None:
+        try:
+            raw = await self._store.hgetall(room_key(hub, room_id))
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return raw or None
+
+    async def snapshot(self, hub: HubId) -> HubSnapshot:
+        """The hub's queue in order and all of today's tokens, read in one round trip each."""
+        p = prefix(hub)
+        date = self.service_date(hub)
+        try:
+            async with self._store.pipeline(transaction=True) as pipe:
+                pipe.zrange(p + "queue", 0, -1)
+                pipe.zrange(p + f"day:{date}", 0, -1)
+                waiting_ids, today_ids = await pipe.execute()
+            ids = list(dict.fromkeys([*waiting_ids, *today_ids]))
+            async with self._store.pipeline(transaction=False) as pipe:
+                for token_id in ids:
+                    pipe.hgetall(p + "token:" + token_id)
+                rows = await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except RedisError:
+            raise
+        tokens = {t.id: t for t in (Token.from_hash(r) for r in rows if r)}
+        return HubSnapshot(
+            hub=hub,
+            waiting=tuple(tokens[TokenId(i)] for i in waiting_ids if TokenId(i) in tokens),
+            today=tuple(tokens[TokenId(i)] for i in today_ids if TokenId(i) in tokens),
+        )

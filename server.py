@@ -1,0 +1,80 @@
+"""Setu's server: composes the packages into one aiohttp application, and the command line.
+
+    python server.py [flags]            serve (see --help; every flag is also SETU_<FLAG>)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+import core.setup
+import media
+import rooms
+import signaling
+import web as pages
+from core.directory import DirectoryError
+from core.settings import Settings, SettingsError, load_settings
+from rooms import Clock, utc_now
+
+logger = logging.getLogger("setu")
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
+    """The whole application for ``settings``; ``clock`` lets tests move time."""
+    app = web.Application(client_max_size=256 * 1024)
+    core.setup.setup(app, settings)
+    media.install_passthrough()
+    rooms.setup(app, settings, clock)
+    signaling.setup(app, settings)
+    pages.setup(app, settings)
+    return app
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def _announce(settings: Settings) -> None:
+    host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    url = f"{settings.scheme}://{host}:{settings.port}/"
+    logger.info("Setu %s listening on %s:%d", settings.node_id, settings.host, settings.port)
+    logger.info("open %s and sign in; demo users: nurse.akhlaspur, nurse.sihoriya (spokes), "
+                "dr.sharma, dr.khan (hub), auditor, admin", url)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings(argv, os.environ)
+    except SettingsError as exc:
+        print(f"server.py: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        app = create_app(settings)
+    except DirectoryError as exc:
+        logger.error("directory: %s", exc)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    web.run_app(
+        app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
+        print=lambda _msg: _announce(settings), shutdown_timeout=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Signalling: accounts and the one websocket endpoint every page talks through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, web
+
+from core.appkeys import DIRECTORY, SETTINGS, STORE
+from core.directory import User
+from core.settings import Settings
+from rooms import HUB_FEED, ROOMS, WAITING_ROOM
+
+from .auth import COOKIE_NAME, Accounts, AuthError, LockedOut, NewPassword
+from .messages import MAX_MESSAGE_BYTES
+from .session import Session
+
+logger = logging.getLogger(__name__)
+credentials_logger = logging.getLogger("setu.credentials")
+
+ACCOUNTS = web.AppKey("accounts", Accounts)
+SESSIONS: web.AppKey[set[Session]] = web.AppKey("sessions")
+
+__all__ = [
+    "ACCOUNTS",
+    "COOKIE_NAME",
+    "SESSIONS",
+    "Accounts",
+    "AuthError",
+    "LockedOut",
+    "NewPassword",
+    "current_user",
+    "origin_allowed",
+    "setup",
+]
+
+
+def current_user(request: web.Request) -> User | None:
+    return request.app[ACCOUNTS].user_from_cookie(request.cookies.get(COOKIE_NAME))
+
+
+def origin_allowed(request: web.Request, settings: Settings) -> bool:
+    """Same origin as the page, or one the deployment allows explicitly."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    if origin in settings.allowed_origins:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == request.host and (
+        parts.scheme == request.scheme
+    )
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    if not origin_allowed(request, settings):
+        logger.warning("websocket from origin %r refused", request.headers.get("Origin"))
+        raise web.HTTPForbidden(text="cross-origin websocket refused")
+    user = current_user(request)
+    if user is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    ws = web.WebSocketResponse(
+        heartbeat=settings.heartbeat_s, max_msg_size=MAX_MESSAGE_BYTES, autoping=True
+    )
+    await ws.prepare(request)
+    session = Session(
+        ws, user, settings, app[DIRECTORY], app[WAITING_ROOM], app[HUB_FEED], app[ROOMS]
+    )
+    app[SESSIONS].add(session)
+    try:
+        await session.run()
+    finally:
+        app[SESSIONS].discard(session)
+    return ws
+
+
+def setup(app: web.Application, settings: Settings) -> None:
+    app[SESSIONS] = set()
+
+    async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = app[STORE]
+        key = await Accounts.shared_cookie_key(store, settings.secret_key)
+        accounts = Accounts(store, app[DIRECTORY], key)
+        created = await accounts.ensure_passwords(settings.demo_password)
+        for new in created:
+            credentials_logger.warning("password for %-18s %s", new.username, new.password)
+        app[ACCOUNTS] = accounts
+        yield
+
+    async def close_sockets(app: web.Application) -> None:
+        for session in list(app[SESSIONS]):
+            await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    app.cleanup_ctx.append(accounts_ctx)
+    app.on_shutdown.append(close_sockets)
+    app.router.add_get("/ws", websocket, name="ws")

@@ -1,0 +1,170 @@
+"""Accounts: password hashes in the store, signed session cookies, and who may do what.
+
+Passwords are hashed with scrypt (memory-hard) in a worker thread.  The session cookie carries
+the username and an expiry, signed with HMAC-SHA256 under a key that every server process
+shares through the store.  A cookie is checked on every page, HTTP call and websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from core.directory import Directory, User
+from core.store import UNAVAILABLE, Redis, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+COOKIE_NAME = "setu_session"
+SESSION_TTL_S = 12 * 3600
+_CREDENTIALS = "auth:credentials"
+_COOKIE_KEY = "auth:cookie-key"
+_FAILURES = "auth:failures:"
+MAX_FAILURES = 5
+LOCKOUT_S = 60
+
+# scrypt cost: 32 MiB of memory per hash, about 50-100 ms on one core.
+_N, _R, _P = 2**15, 8, 1
+_MAXMEM = 64 * 1024 * 1024
+
+
+class AuthError(Exception):
+    code = "unauthorized"
+
+
+class LockedOut(AuthError):
+    code = "locked_out"
+
+
+class Forbidden(Exception):
+    code = "forbidden"
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=_MAXMEM)
+    return "scrypt${}${}${}${}${}".format(
+        _N, _R, _P, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    )
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        salt = base64.b64decode(salt_b64)
+        expected = base64.b64decode(digest_b64)
+        digest = hashlib.scrypt(
+            password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), maxmem=_MAXMEM
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    username: str
+    password: str
+
+
+class Accounts:
+    """Checks passwords and session cookies against the directory and the store."""
+
+    def __init__(self, store: Redis, directory: Directory, cookie_key: bytes) -> None:
+        self._store = store
+        self._directory = directory
+        self._key = cookie_key
+
+    @staticmethod
+    async def shared_cookie_key(store: Redis, configured: str | None) -> bytes:
+        """The configured key, or one generated once and shared by every node via the store."""
+        if configured:
+            return hashlib.sha256(configured.encode()).digest()
+        await store.set(_COOKIE_KEY, secrets.token_hex(32), nx=True)
+        key = await store.get(_COOKIE_KEY)
+        assert key is not None
+        return bytes.fromhex(key)
+
+    async def ensure_passwords(self, demo_password: str | None) -> list[NewPassword]:
+        """Give every directory user without a password one; returns those generated now."""
+        existing = await self._store.hkeys(_CREDENTIALS)
+        created = []
+        loop = asyncio.get_running_loop()
+        for user in self._directory.users.values():
+            if user.username in existing:
+                continue
+            password = demo_password or _readable_password()
+            encoded = await loop.run_in_executor(None, hash_password, password)
+            if await self._store.hsetnx(_CREDENTIALS, user.username, encoded):
+                created.append(NewPassword(user.username, password))
+        return created
+
+    async def set_password(self, username: str, password: str) -> None:
+        encoded = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        await self._store.hset(_CREDENTIALS, username, encoded)
+
+    async def login(self, username: str, password: str) -> User:
+        """The user whose password this is; :class:`AuthError` otherwise (never says which part)."""
+        user = self._directory.user(username)
+        try:
+            failures = int(await self._store.get(_FAILURES + username) or 0)
+            if failures >= MAX_FAILURES:
+                raise LockedOut("too many failed attempts; try again in a minute")
+            encoded = await self._store.hget(_CREDENTIALS, username) if user else None
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        loop = asyncio.get_running_loop()
+        # Hash even for unknown users so that timing does not reveal who exists.
+        ok = await loop.run_in_executor(
+            None, verify_password, password, encoded or _DUMMY_HASH
+        )
+        if not ok or user is None or encoded is None:
+            try:
+                async with self._store.pipeline(transaction=True) as pipe:
+                    pipe.incr(_FAILURES + username)
+                    pipe.expire(_FAILURES + username, LOCKOUT_S)
+                    await pipe.execute()
+            except UNAVAILABLE:
+                pass
+            raise AuthError("wrong username or password")
+        await self._store.delete(_FAILURES + username)
+        return user
+
+    def issue_cookie(self, user: User, now: float | None = None) -> str:
+        expiry = int((now or time.time()) + SESSION_TTL_S)
+        body = f"{user.username}|{expiry}|{secrets.token_hex(8)}"
+        return body + "|" + self._sign(body)
+
+    def user_from_cookie(self, value: str | None, now: float | None = None) -> User | None:
+        if not value or len(value) > 512:
+            return None
+        body, sep, signature = value.rpartition("|")
+        if not sep or not hmac.compare_digest(signature, self._sign(body)):
+            return None
+        try:
+            username, expiry, _nonce = body.split("|")
+            if int(expiry) < (now or time.time()):
+                return None
+        except ValueError:
+            return None
+        return self._directory.user(username)
+
+    def _sign(self, body: str) -> str:
+        mac = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def _readable_password() -> str:
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(3))
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))

@@ -1,0 +1,276 @@
+"""The websocket protocol: every message, typed and validated once, here at the edge.
+
+:func:`parse_message` turns the text of a websocket frame into one :data:`ClientMessage` or
+raises :class:`ProtocolError`.  Core code only sees these models, never a JSON dict.  Outgoing
+messages are models too, serialized by :func:`encode`.  ``docs/protocol.md`` documents them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from core.domain import Sex
+
+PROTOCOL_VERSION = 1
+#: Largest websocket message accepted, in bytes; an SDP offer is about 5 KiB.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+RequestId = Annotated[str, StringConstraints(max_length=64)] | Annotated[int, Field(ge=0, lt=2**53)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class ProtocolError(Exception):
+    """A client message that is not valid JSON, not a known type or has bad fields."""
+
+    def __init__(self, code: str, message: str, request_id: str | int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=MAX_MESSAGE_BYTES)
+
+    v: Literal[1]
+    #: Chosen by the client; echoed as ``re`` in the reply or error that answers this message.
+    id: RequestId | None = None
+
+
+class Ping(_In):
+    type: Literal["ping"]
+
+
+class WatchQueue(_In):
+    type: Literal["watch_queue"]
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Text
+    age: Annotated[int, Field(ge=0, le=130)]
+    sex: Sex
+    complaint: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 -]{6,20}$")] | None = None
+
+
+class RegisterPatient(_In):
+    type: Literal["register_patient"]
+    patient: PatientIn
+
+
+class CancelToken(_In):
+    type: Literal["cancel_token"]
+    token_id: Annotated[str, StringConstraints(max_length=100)]
+
+
+class CallNext(_In):
+    type: Literal["call_next"]
+    #: Call this waiting token instead of the head of the queue.
+    token_id: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class Join(_In):
+    type: Literal["join"]
+    room_id: Annotated[str, StringConstraints(max_length=100)]
+
+
+class Offer(_In):
+    type: Literal["offer"]
+    sdp: Annotated[str, StringConstraints(min_length=10, max_length=60_000)]
+
+
+class Hangup(_In):
+    type: Literal["hangup"]
+
+
+ClientMessage = Annotated[
+    Ping | WatchQueue | RegisterPatient | CancelToken | CallNext | Join | Offer | Hangup,
+    Field(discriminator="type"),
+]
+_CLIENT = TypeAdapter(ClientMessage)
+CLIENT_TYPES = ("ping", "watch_queue", "register_patient", "cancel_token", "call_next", "join",
+                "offer", "hangup")
+
+
+def parse_message(raw: str | bytes) -> ClientMessage:
+    """Validate one websocket message; raises :class:`ProtocolError` with a precise reason."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
+    try:
+        return _CLIENT.validate_json(raw)
+    except ValidationError as exc:
+        raise _explain(exc, raw) from None
+
+
+def _explain(exc: ValidationError, raw: str | bytes) -> ProtocolError:
+    request_id: str | int | None = None
+    try:
+        import json
+
+        doc = json.loads(raw)
+    except ValueError:
+        return ProtocolError("bad_json", "message is not valid JSON")
+    if not isinstance(doc, dict):
+        return ProtocolError("bad_message", "message must be a JSON object")
+    rid = doc.get("id")
+    if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+        request_id = rid
+    if doc.get("v") != PROTOCOL_VERSION:
+        return ProtocolError(
+            "bad_version", f"protocol version must be {PROTOCOL_VERSION}", request_id
+        )
+    if doc.get("type") not in CLIENT_TYPES:
+        return ProtocolError("unknown_type", f"unknown message type {doc.get('type')!r}", request_id)
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"][1:]]  # drop the discriminator's tag
+        problems.append(f"{'.'.join(loc) or 'message'}: {err['msg']}")
+    return ProtocolError("bad_message", "; ".join(problems), request_id)
+
+
+# ---------------------------------------------------------------------------- server to client
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = 1
+    re: str | int | None = None
+
+
+class UserOut(BaseModel):
+    username: str
+    name: str
+    role: str
+    hub: str | None = None
+    spoke: str | None = None
+
+
+class Welcome(_Out):
+    type: Literal["welcome"] = "welcome"
+    user: UserOut
+    node: str
+    heartbeat_s: float
+
+
+class Pong(_Out):
+    type: Literal["pong"] = "pong"
+
+
+class PatientOut(BaseModel):
+    name: str
+    age: int
+    sex: str
+    complaint: str
+    phone: str | None = None
+
+
+class TokenOut(BaseModel):
+    id: str
+    number: int
+    hub: str
+    spoke: str
+    spoke_name: str
+    state: str
+    patient: PatientOut
+    issued_at: str
+    position: int | None = None
+    room_id: str | None = None
+    doctor: str | None = None
+    doctor_name: str | None = None
+
+
+class QueueOut(_Out):
+    type: Literal["queue"] = "queue"
+    hub: str
+    hub_name: str
+    #: Tokens in the order they will be called (a nurse sees only her spoke's).
+    waiting: list[TokenOut]
+    #: All of today's tokens by number (a nurse sees only her spoke's).
+    today: list[TokenOut]
+    waiting_total: int
+
+
+class TokenIssued(_Out):
+    type: Literal["token_issued"] = "token_issued"
+    token: TokenOut
+
+
+class TokenCancelled(_Out):
+    type: Literal["token_cancelled"] = "token_cancelled"
+    token_id: str
+
+
+class RoomOpened(_Out):
+    type: Literal["room_opened"] = "room_opened"
+    room_id: str
+    token: TokenOut
+
+
+class IceServerOut(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class PeerOut(BaseModel):
+    name: str
+    role: str
+    place: str
+
+
+class Joined(_Out):
+    type: Literal["joined"] = "joined"
+    room_id: str
+    seat: str
+    ice_servers: list[IceServerOut]
+    peer: PeerOut
+    token: TokenOut
+
+
+class Answer(_Out):
+    type: Literal["answer"] = "answer"
+    sdp: str
+
+
+class PeerState(_Out):
+    type: Literal["peer_state"] = "peer_state"
+    seat: str
+    state: str
+
+
+class RoomEnded(_Out):
+    type: Literal["room_ended"] = "room_ended"
+    room_id: str
+    reason: str
+
+
+class Error(_Out):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+ServerMessage = (
+    Welcome | Pong | QueueOut | TokenIssued | TokenCancelled | RoomOpened | Joined | Answer
+    | PeerState | RoomEnded | Error
+)
+
+
+def encode(message: ServerMessage) -> str:
+    return message.model_dump_json(exclude_none=False)
+
+
+def dump(message: ServerMessage) -> dict[str, Any]:
+    return message.model_dump()

@@ -1,0 +1,286 @@
+"""One websocket session: an actor with one reader, one writer and a bounded outbox.
+
+The reader validates each message (:func:`parse_message`) and dispatches it; everything the
+session says goes through :meth:`Session.post`, which never blocks.  A client that lets its
+outbox fill is disconnected rather than allowed to slow down anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from core.directory import Directory, User
+from core.domain import EndReason, HubId, Participant, Role, RoomId, SpokeId, TokenId
+from core.settings import Settings
+from core.store import StoreUnavailable
+from core.tasks import TaskOwner
+from media import NegotiationError
+from rooms import (
+    HubFeed,
+    HubSnapshot,
+    LiveRoom,
+    Patient,
+    RoomError,
+    RoomEvent,
+    RoomRegistry,
+    Subscription,
+    WaitingRoom,
+    WaitingRoomError,
+)
+
+from . import messages as m
+from .views import queue_for, token_out
+
+logger = logging.getLogger(__name__)
+
+#: Close codes of our own (4000-4999 are for applications).
+CLOSE_TOO_SLOW = 4008
+CLOSE_REPLACED = 4009
+CLOSE_ROOM_ENDED = 4010
+
+
+class Forbidden(Exception):
+    code = "forbidden"
+
+
+class Session:
+    """A signed-in user's websocket."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, user: User, settings: Settings, directory: Directory,
+        waiting_room: WaitingRoom, feed: HubFeed, rooms: RoomRegistry,
+    ) -> None:
+        self.id = secrets.token_hex(3)
+        self.ws = ws
+        self.user = user
+        self._settings = settings
+        self._directory = directory
+        self._waiting_room = waiting_room
+        self._feed = feed
+        self._rooms = rooms
+        self._outbox: asyncio.Queue[m.ServerMessage | None] = asyncio.Queue(settings.outbox_size)
+        self._tasks = TaskOwner(f"session {self.id}")
+        self._subscription: Subscription | None = None
+        self._room: LiveRoom | None = None
+        self._seat: Participant | None = None
+        self._negotiating: asyncio.Lock = asyncio.Lock()
+        self.label = f"{self.id}({user.username})"
+
+    # ------------------------------------------------------------------ the writer
+
+    def post(self, message: m.ServerMessage) -> None:
+        """Queue a message for the client; drops the client if it cannot keep up."""
+        try:
+            self._outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            logger.warning("session %s: outbox full, disconnecting", self.label)
+            self._tasks.spawn(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"), "close")
+
+    async def _writer(self) -> None:
+        while (message := await self._outbox.get()) is not None:
+            try:
+                await self.ws.send_str(m.encode(message))
+            except (ConnectionError, RuntimeError):
+                return
+
+    # ------------------------------------------------------------------ the reader
+
+    async def run(self) -> None:
+        self._tasks.spawn(self._writer(), name="writer")
+        user = self.user
+        self.post(m.Welcome(
+            user=m.UserOut(username=user.username, name=user.name, role=user.role.value,
+                           hub=user.hub, spoke=user.spoke),
+            node=self._settings.node_id,
+            heartbeat_s=self._settings.heartbeat_s,
+        ))
+        logger.info("session %s: open", self.label)
+        try:
+            async for msg in self.ws:
+                if msg.type is WSMsgType.TEXT:
+                    await self._handle_text(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    self.post(m.Error(code="bad_message", message="binary frames are not used"))
+                elif msg.type is WSMsgType.ERROR:
+                    logger.info("session %s: socket error %s", self.label, self.ws.exception())
+        finally:
+            await self._cleanup()
+
+    async def _handle_text(self, raw: str) -> None:
+        try:
+            message = m.parse_message(raw)
+        except m.ProtocolError as exc:
+            self.post(m.Error(code=exc.code, message=exc.message, re=exc.request_id))
+            return
+        try:
+            await self._dispatch(message)
+        except (WaitingRoomError, RoomError, Forbidden, NegotiationError) as exc:
+            code = getattr(exc, "code", "negotiation_failed")
+            self.post(m.Error(code=code, message=str(exc), re=message.id))
+        except StoreUnavailable:
+            self.post(m.Error(
+                code="store_unavailable",
+                message="the queue service is unreachable right now; please try again shortly",
+                re=message.id,
+            ))
+
+    async def _dispatch(self, msg: m.ClientMessage) -> None:
+        match msg:
+            case m.Ping():
+                self.post(m.Pong(re=msg.id))
+            case m.WatchQueue():
+                await self._watch_queue(msg)
+            case m.RegisterPatient():
+                await self._register(msg)
+            case m.CancelToken():
+                await self._cancel(msg)
+            case m.CallNext():
+                await self._call_next(msg)
+            case m.Join():
+                await self._join(msg)
+            case m.Offer():
+                await self._offer(msg)
+            case m.Hangup():
+                self._hangup(msg)
+
+    def _require(self, *roles: Role) -> None:
+        if self.user.role not in roles:
+            raise Forbidden(f"a {self.user.role} may not do this")
+
+    # ------------------------------------------------------------------ waiting room
+
+    def _hub(self) -> HubId:
+        hub = self._directory.hub_of(self.user)
+        if hub is None:
+            raise Forbidden("only nurses and doctors have a queue")
+        return hub
+
+    async def _watch_queue(self, msg: m.WatchQueue) -> None:
+        self._require(Role.NURSE, Role.DOCTOR)
+        hub = self._hub()
+        if self._subscription is None:
+            self._subscription = self._feed.subscribe(hub, self._queue_changed)
+        snapshot = await self._waiting_room.snapshot(hub)
+        self.post(queue_for(self.user, snapshot, self._directory).model_copy(update={"re": msg.id}))
+
+    def _queue_changed(self, snapshot: HubSnapshot) -> None:
+        self.post(queue_for(self.user, snapshot, self._directory))
+
+    async def _register(self, msg: m.RegisterPatient) -> None:
+        self._require(Role.NURSE)
+        p = msg.patient
+        token = await self._waiting_room.issue(
+            SpokeId(self.user.spoke or ""), self.user.id,
+            Patient(name=p.name, age=p.age, sex=p.sex, complaint=p.complaint, phone=p.phone),
+        )
+        self.post(m.TokenIssued(token=token_out(token, self._directory), re=msg.id))
+
+    async def _cancel(self, msg: m.CancelToken) -> None:
+        self._require(Role.NURSE)
+        await self._waiting_room.cancel(SpokeId(self.user.spoke or ""), TokenId(msg.token_id))
+        self.post(m.TokenCancelled(token_id=msg.token_id, re=msg.id))
+
+    async def _call_next(self, msg: m.CallNext) -> None:
+        self._require(Role.DOCTOR)
+        hub = self._hub()
+        token_id = TokenId(msg.token_id) if msg.token_id else None
+        if token_id is not None and not token_id.startswith(hub + "."):
+            raise Forbidden("that token belongs to another hub")
+        token = await self._waiting_room.call_next(hub, self.user.id, self._settings.node_id,
+                                                   token_id)
+        assert token.room is not None
+        self.post(m.RoomOpened(room_id=token.room, token=token_out(token, self._directory),
+                               re=msg.id))
+
+    # ------------------------------------------------------------------ consultation
+
+    async def _join(self, msg: m.Join) -> None:
+        self._require(Role.NURSE, Role.DOCTOR)
+        if self._room is not None:
+            raise Forbidden("this connection has already joined a consultation")
+        room = await self._rooms.open(msg.room_id)
+        seat = room.seat_of(self.user)
+        token = await self._waiting_room.token(room.hub, room.token_id)
+        other = self._directory.user(room.doctor if seat is Participant.SPOKE else room.nurse)
+        if token is None or other is None:
+            raise RoomError("this consultation's records are missing")
+        self._room, self._seat = room, seat
+        place = (
+            self._directory.spoke(token.spoke).name if seat is Participant.HUB
+            else self._directory.hub(room.hub).name
+        )
+        self.post(m.Joined(
+            room_id=room.id,
+            seat=seat.value,
+            ice_servers=[
+                m.IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
+                for s in self._settings.ice_servers
+            ],
+            peer=m.PeerOut(name=other.name, role=other.role.value, place=place),
+            token=token_out(token, self._directory),
+            re=msg.id,
+        ))
+        room.attach(seat, self._room_event)
+        logger.info("session %s: joined room %s as %s", self.label, room.id, seat)
+
+    async def _offer(self, msg: m.Offer) -> None:
+        room, seat = self._room, self._seat
+        if room is None or seat is None:
+            raise Forbidden("join a consultation before sending an offer")
+        # Negotiation waits on ICE; run it beside the reader so pings and hang-ups still flow.
+        self._tasks.spawn(self._negotiate(room, seat, msg), name="negotiate")
+
+    async def _negotiate(self, room: LiveRoom, seat: Participant, msg: m.Offer) -> None:
+        async with self._negotiating:
+            try:
+                answer = await room.offer(seat, msg.sdp)
+            except (NegotiationError, RoomError) as exc:
+                code = getattr(exc, "code", "negotiation_failed")
+                self.post(m.Error(code=code, message=str(exc), re=msg.id))
+                return
+            self.post(m.Answer(sdp=answer, re=msg.id))
+
+    def _hangup(self, msg: m.Hangup) -> None:
+        room = self._room
+        if room is None:
+            raise Forbidden("not in a consultation")
+        logger.info("session %s: hung up room %s", self.label, room.id)
+        room.end(EndReason.HANGUP)
+
+    def _room_event(self, event: RoomEvent) -> None:
+        room = self._room
+        if room is None:
+            return
+        if event.kind == "peer_state" and event.seat is not None and event.state is not None:
+            self.post(m.PeerState(seat=event.seat.value, state=event.state))
+        elif event.kind == "ended":
+            self.post(m.RoomEnded(room_id=room.id, reason=event.reason or "ended"))
+            self._room = self._seat = None
+        elif event.kind == "replaced":
+            self.post(m.Error(code="replaced", message="this consultation was opened elsewhere"))
+            self._room = self._seat = None
+            self._tasks.spawn(self.ws.close(code=CLOSE_REPLACED, message=b"replaced"), "close")
+
+    # ------------------------------------------------------------------ the end
+
+    async def _cleanup(self) -> None:
+        if self._subscription is not None:
+            self._subscription.cancel()
+        if self._room is not None and self._seat is not None:
+            self._room.detach(self._seat, self._room_event)
+            self._room = None
+        try:
+            self._outbox.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+        await self._tasks.close()
+        logger.info("session %s: closed", self.label)
+
+
+def describe(message: Any) -> str:  # pragma: no cover - debugging aid
+    return type(message).__name__

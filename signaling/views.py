@@ -1,0 +1,48 @@
+"""How tokens and queues look to each role, as outgoing messages."""
+
+from __future__ import annotations
+
+from core.directory import Directory, User
+from core.domain import Role, SpokeId
+
+from . import messages as m
+from rooms import HubSnapshot, Token
+
+
+def token_out(token: Token, directory: Directory, position: int | None = None) -> m.TokenOut:
+    spoke = directory.spokes.get(SpokeId(token.spoke))
+    doctor = directory.user(token.doctor) if token.doctor else None
+    return m.TokenOut(
+        id=token.id,
+        number=token.number,
+        hub=token.hub,
+        spoke=token.spoke,
+        spoke_name=spoke.name if spoke else token.spoke,
+        state=token.state.value,
+        patient=m.PatientOut(
+            name=token.patient.name,
+            age=token.patient.age,
+            sex=token.patient.sex.value,
+            complaint=token.patient.complaint,
+            phone=token.patient.phone,
+        ),
+        issued_at=token.issued_at.isoformat(),
+        position=position,
+        room_id=token.room,
+        doctor=token.doctor,
+        doctor_name=doctor.name if doctor else None,
+    )
+
+
+def queue_for(user: User, snapshot: HubSnapshot, directory: Directory) -> m.QueueOut:
+    """The queue as ``user`` may see it: a doctor the whole hub, a nurse her own spoke."""
+    positions = {t.id: i + 1 for i, t in enumerate(snapshot.waiting)}
+    mine = (lambda t: t.spoke == user.spoke) if user.role is Role.NURSE else (lambda t: True)
+    hub = directory.hub(snapshot.hub)
+    return m.QueueOut(
+        hub=hub.id,
+        hub_name=hub.name,
+        waiting=[token_out(t, directory, positions[t.id]) for t in snapshot.waiting if mine(t)],
+        today=[token_out(t, directory, positions.get(t.id)) for t in snapshot.today if mine(t)],
+        waiting_total=len(snapshot.waiting),
+    )
