@@ -96,6 +96,10 @@ class Peer:
         self._closed = False
         self._pc.on("connectionstatechange", self._state_changed)
         self._pc.on("track", self._track)
+        # Transceivers made before the offer arrives carry our codec preferences into the
+        # negotiation; the offer's m-lines attach to them in order of kind.
+        for kind in ("audio", "video"):
+            _prefer_relayable_codecs(self._pc.addTransceiver(kind, direction="sendrecv"))
 
     def _state_changed(self) -> None:
         new = _PC_STATES.get(self._pc.connectionState, PeerState.FAILED)
@@ -128,12 +132,10 @@ class Peer:
         """Answer the browser's offer; returns the answer SDP."""
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise NegotiationError(f"cannot read the offer: {exc}") from exc
+        except Exception as exc:  # aiortc raises ValueError, OperationError and others
+            raise NegotiationError(f"cannot use the offer: {exc}") from exc
         if set(self.receivers) != {"audio", "video"}:
             raise NegotiationError("the offer must send both audio and video")
-        for transceiver in self._pc.getTransceivers():
-            _prefer_relayable_codecs(transceiver)
         try:
             answer = await self._pc.createAnswer()
             await self._pc.setLocalDescription(answer)

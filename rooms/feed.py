@@ -9,6 +9,7 @@ bounded outbox, so a slow browser never delays the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -19,6 +20,10 @@ from core.tasks import TaskOwner
 from .waiting_room import HubSnapshot, WaitingRoom, events_key
 
 logger = logging.getLogger(__name__)
+
+#: How long one XREAD waits for news: below the client's socket timeout, or a quiet hub would
+#: look like an outage; short enough that closing the feed is quick.
+READ_BLOCK_MS = 1000
 
 Subscriber = Callable[[HubSnapshot], None]
 
@@ -43,11 +48,18 @@ class HubFeed:
         self._subscribers: dict[HubId, set[Subscription]] = {hub: set() for hub in hubs}
         self._tasks = TaskOwner("hub-feed")
         self._store_ok = True
+        self._stopping = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._tasks.spawn(self._follow(), name="follow")
+        self._follower = self._tasks.spawn(self._follow(), name="follow")
 
     async def close(self) -> None:
+        # Cancelling redis-py in the middle of a blocking read can leave the task waiting on
+        # a future that never completes; ask the loop to stop between reads instead.
+        self._stopping.set()
+        if self._follower is not None:
+            await asyncio.wait({self._follower}, timeout=READ_BLOCK_MS / 1000 + 3)
         await self._tasks.close()
 
     def subscribe(self, hub: HubId, subscriber: Subscriber) -> Subscription:
@@ -61,7 +73,7 @@ class HubFeed:
     async def _follow(self) -> None:
         last: dict[str, str] = {}
         backoff = 0.2
-        while True:
+        while not self._stopping.is_set():
             try:
                 if not last:
                     # Start from what is in the streams now; watchers read a fresh snapshot on
@@ -73,7 +85,7 @@ class HubFeed:
                         self._store_ok = True
                         logger.info("store reachable again; refreshing every watched hub")
                         await self._publish(list(self._hubs))
-                batch = await self._store.xread(last, block=5000, count=500)
+                batch = await self._store.xread(last, block=READ_BLOCK_MS, count=500)
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -82,7 +94,8 @@ class HubFeed:
                     logger.warning("hub feed: store unavailable (%s); retrying", exc)
                 self._store_ok = False
                 last = {}
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             changed: list[HubId] = []

@@ -124,13 +124,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         COOKIE_NAME, request.app[ACCOUNTS].issue_cookie(user), httponly=True, samesite="Lax",
         secure=settings.tls_cert is not None, path="/", max_age=12 * 3600,
     )
-    return response
+    raise response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE_NAME, path="/")
-    return response
+    raise response
 
 
 async def switch_language(request: web.Request) -> web.StreamResponse:
@@ -139,7 +139,7 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="unknown language")
     response = web.HTTPSeeOther(_safe_next(request.query.get("next")) or "/")
     response.set_cookie(i18n.LANG_COOKIE, code, samesite="Lax", path="/", max_age=365 * 86400)
-    return response
+    raise response
 
 
 @require(Role.NURSE)

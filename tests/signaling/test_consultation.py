@@ -1,0 +1,143 @@
+"""A whole consultation over the real protocol: aiortc peers stand in for the browsers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from rooms import ROOMS
+from server import create_app
+from tests.helpers import DOCTOR, NURSE, PATIENT, ClientPeer, ProtocolClient, make_settings
+
+AiohttpClient = Any
+
+
+async def start(aiohttp_client: AiohttpClient, redis_url: str | None, **overrides: Any) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(make_settings(redis_url, **overrides)))
+
+
+async def register_and_call(client: TestClient[Any, Any]) -> tuple[ProtocolClient, ProtocolClient, str]:
+    nurse, doctor = ProtocolClient(client, NURSE), ProtocolClient(client, DOCTOR)
+    await nurse.connect()
+    await doctor.connect()
+    queue = await doctor.request("watch_queue", "queue")
+    assert queue["waiting"] == []
+    await nurse.request("watch_queue", "queue")
+    issued = await nurse.request("register_patient", "token_issued", patient=PATIENT)
+    assert issued["token"]["number"] == 1
+    pushed = await doctor.expect("queue", where=lambda m: len(m["waiting"]) == 1)
+    assert pushed["waiting"][0]["patient"]["name"] == PATIENT["name"]
+    opened = await doctor.request("call_next", "room_opened")
+    room_id = opened["room_id"]
+    called = await nurse.expect(
+        "queue", where=lambda m: any(t["state"] == "called" for t in m["today"])
+    )
+    assert called["today"][0]["room_id"] == room_id
+    return nurse, doctor, room_id
+
+
+async def join_with_media(who: ProtocolClient, room_id: str) -> ClientPeer:
+    joined = await who.request("join", "joined", room_id=room_id)
+    assert joined["room_id"] == room_id
+    peer = ClientPeer()
+    answer = await who.request("offer", "answer", sdp=await peer.offer())
+    assert "VP8" in answer["sdp"] and "H264" not in answer["sdp"]
+    assert "useinbandfec=1" in answer["sdp"]
+    await peer.accept(answer["sdp"])
+    return peer
+
+
+async def test_whole_consultation(
+    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
+) -> None:
+    client = await start(aiohttp_client, redis_url)
+    app = client.server.app
+    nurse, doctor, room_id = await register_and_call(client)
+
+    spoke_peer = await join_with_media(nurse, room_id)
+    hub_peer = await join_with_media(doctor, room_id)
+    # Each side decodes what the other sent, relayed without transcoding.
+    await asyncio.gather(
+        spoke_peer.wait_for(video=30, audio=50), hub_peer.wait_for(video=30, audio=50)
+    )
+    live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
+    assert live is not None and live.state == "active"
+    in_consult = await nurse.expect(
+        "queue", where=lambda m: m["today"][0]["state"] == "in_consultation"
+    )
+    assert in_consult["today"][0]["room_id"] == room_id
+
+    await doctor.send("hangup")
+    ended_n = await nurse.expect("room_ended")
+    ended_d = await doctor.expect("room_ended")
+    assert ended_n["reason"] == ended_d["reason"] == "hangup"
+    done = await nurse.expect("queue", where=lambda m: m["today"][0]["state"] == "completed")
+    assert done["today"][0]["number"] == 1
+    # Everything of the room is gone from the server.
+    for _ in range(50):
+        if len(app[ROOMS]) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert len(app[ROOMS]) == 0
+    assert live.history == ["created", "active", "ended"]
+    assert all(t.readyState == "ended" for seat in live.media.outbound.values()
+               for t in seat.values())
+    assert live.media.peer(__import__("core.domain").domain.Participant.SPOKE) is None
+
+    for p in (spoke_peer, hub_peer):
+        await p.close()
+    await nurse.close()
+    await doctor.close()
+    await client.close()
+
+
+async def test_closed_tab_ends_room_after_grace(
+    aiohttp_client: AiohttpClient, redis_url: str
+) -> None:
+    client = await start(aiohttp_client, redis_url, room_grace_s=0.5)
+    nurse, doctor, room_id = await register_and_call(client)
+    spoke_peer = await join_with_media(nurse, room_id)
+    hub_peer = await join_with_media(doctor, room_id)
+    await hub_peer.wait_for(video=5, audio=5)
+    # The nurse's tab closes: her socket and her peer connection go away without a hang-up.
+    await spoke_peer.close()
+    await nurse.close()
+    ended = await doctor.expect("room_ended", timeout=10)
+    assert ended["reason"] == "peer_lost"
+    await hub_peer.close()
+    await doctor.close()
+
+
+async def test_doctor_hangup_before_nurse_joins_requeues_token(
+    aiohttp_client: AiohttpClient, redis_url: str
+) -> None:
+    client = await start(aiohttp_client, redis_url)
+    nurse, doctor, room_id = await register_and_call(client)
+    await doctor.request("join", "joined", room_id=room_id)
+    await doctor.send("hangup")
+    await doctor.expect("room_ended")
+    back = await doctor.expect("queue", where=lambda m: len(m["waiting"]) == 1)
+    assert back["waiting"][0]["number"] == 1
+    assert back["waiting"][0]["state"] == "waiting"
+    await nurse.close()
+    await doctor.close()
+
+
+@pytest.mark.parametrize("store", ["embedded"])
+async def test_consultation_on_embedded_store(
+    aiohttp_client: AiohttpClient, store: str
+) -> None:
+    client = await start(aiohttp_client, None)
+    nurse, doctor, room_id = await register_and_call(client)
+    spoke_peer = await join_with_media(nurse, room_id)
+    hub_peer = await join_with_media(doctor, room_id)
+    await asyncio.gather(spoke_peer.wait_for(10, 10), hub_peer.wait_for(10, 10))
+    await nurse.send("hangup")
+    await doctor.expect("room_ended")
+    for p in (spoke_peer, hub_peer):
+        await p.close()
+    await nurse.close()
+    await doctor.close()
