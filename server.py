@@ -1,6 +1,6 @@
 """Setu's server: composes the packages into one aiohttp application, and the command line.
 
-    python server.py [flags]            serve (see --help; every flag is also SETU_<FLAG>)
+python server.py [flags]            serve (see --help; every flag is also SETU_<FLAG>)
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ def _announce(settings: Settings) -> None:
     host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
     url = f"{settings.scheme}://{host}:{settings.port}/"
     logger.info("Setu %s listening on %s:%d", settings.node_id, settings.host, settings.port)
-    logger.info("open %s and sign in; demo users: nurse.akhlaspur, nurse.sihoriya (spokes), "
-                "dr.sharma, dr.khan (hub), auditor, admin", url)
+    logger.info(
+        "open %s and sign in; demo users: nurse.akhlaspur, nurse.sihoriya (spokes), "
+        "dr.sharma, dr.khan (hub), auditor, admin",
+        url,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,8 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     web.run_app(
-        app, host=settings.host, port=settings.port, ssl_context=_ssl_context(settings),
-        print=lambda _msg: _announce(settings), shutdown_timeout=10,
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context=_ssl_context(settings),
+        print=lambda _msg: _announce(settings),
+        shutdown_timeout=10,
     )
     return 0
 

@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from .domain import ID_PATTERN, BlockId, HubId, Role, SpokeId, UserId
 
@@ -104,7 +111,10 @@ class Directory:
     """Read-only lookups over a validated directory."""
 
     def __init__(
-        self, hubs: Iterable[Hub], blocks: Iterable[Block], spokes: Iterable[Spoke],
+        self,
+        hubs: Iterable[Hub],
+        blocks: Iterable[Block],
+        spokes: Iterable[Spoke],
         users: Iterable[User],
     ) -> None:
         self.hubs: dict[HubId, Hub] = _unique("hub", ((HubId(h.id), h) for h in hubs))

@@ -83,22 +83,41 @@ def build_parser() -> argparse.ArgumentParser:
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="HTTP(S) port (default 8080)")
     add("--data-dir", type=Path, help="where Setu keeps its files (default ./data)")
-    add("--redis-url", "--redis", dest="redis_url", metavar="URL",
+    add(
+        "--redis-url",
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
         help="a real Redis (redis://host:6379/0); without it an embedded store keeps nothing "
-        "across restarts")
+        "across restarts",
+    )
     add("--directory", type=Path, help="TOML directory of hubs, spokes and users")
-    add("--ice-servers", metavar="JSON",
+    add(
+        "--ice-servers",
+        metavar="JSON",
         help='STUN/TURN servers as JSON, e.g. [{"urls": ["turn:turn.example.org:3478"], '
-        '"username": "u", "credential": "p"}]; default none')
-    add("--tls-cert", type=Path, help="PEM certificate: serve HTTPS (cameras need it off localhost)")
+        '"username": "u", "credential": "p"}]; default none',
+    )
+    add(
+        "--tls-cert", type=Path, help="PEM certificate: serve HTTPS (cameras need it off localhost)"
+    )
     add("--tls-key", type=Path, help="PEM private key for --tls-cert")
     add("--demo-password", help="password for directory users that have none yet")
     add("--secret-key", help="key that signs session cookies (shared by all nodes)")
-    add("--allowed-origin", dest="allowed_origins", action="append", metavar="ORIGIN",
-        help="an extra origin allowed to open the websocket (repeatable)")
+    add(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="an extra origin allowed to open the websocket (repeatable)",
+    )
     add("--heartbeat", dest="heartbeat_s", type=float, help="websocket ping interval, seconds")
-    add("--room-grace", dest="room_grace_s", type=float,
-        help="seconds a room waits for a participant whose link dropped (default 20)")
+    add(
+        "--room-grace",
+        dest="room_grace_s",
+        type=float,
+        help="seconds a room waits for a participant whose link dropped (default 20)",
+    )
     add("--node-id", help="this server process's id (default random)")
     add("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -139,7 +158,9 @@ def _make(values: dict[str, object]) -> Settings:
     kwargs: dict[str, object] = dict(values)
     if "ice_servers" in kwargs:
         try:
-            kwargs["ice_servers"] = _ICE_LIST.validate_python(json.loads(str(kwargs["ice_servers"])))
+            kwargs["ice_servers"] = _ICE_LIST.validate_python(
+                json.loads(str(kwargs["ice_servers"]))
+            )
         except (json.JSONDecodeError, ValidationError) as exc:
             raise SettingsError(f"--ice-servers is not a valid list of ICE servers: {exc}") from exc
     if "allowed_origins" in kwargs:

@@ -7,16 +7,12 @@ interpreter) runs the very scripts and commands a real Redis runs, so tests run 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-if TYPE_CHECKING:
-    Redis = aioredis.Redis[str]
-else:
-    Redis = aioredis.Redis
+#: The client type every package uses; it always decodes responses to ``str``.
+Redis = aioredis.Redis
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ aiortc upgrade that moves them fails loudly:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -51,7 +52,9 @@ class FrameTap:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, on_frame: Callable[[EncodedFrame], None],
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_frame: Callable[[EncodedFrame], None],
         on_end: Callable[[], None],
     ) -> None:
         self._loop = loop
@@ -59,15 +62,12 @@ class FrameTap:
         self._on_end = on_end
 
     def put_threadsafe(self, frame: EncodedFrame | None) -> None:
-        callback: Callable[..., None]
-        if frame is None:
-            callback, args = self._on_end, ()
-        else:
-            callback, args = self._on_frame, (frame,)
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # the loop closed under the receive thread at shutdown
-            pass
+        # The loop may close under the receive thread at shutdown.
+        with contextlib.suppress(RuntimeError):
+            if frame is None:
+                self._loop.call_soon_threadsafe(self._on_end)
+            else:
+                self._loop.call_soon_threadsafe(self._on_frame, frame)
 
     # aiortc's RemoteStreamTrack.recv() awaits its queue; a tapped track is never read.
     async def get(self) -> None:  # pragma: no cover - never awaited by Setu
@@ -75,7 +75,9 @@ class FrameTap:
 
 
 def _worker(
-    loop: asyncio.AbstractEventLoop, input_q: queue.Queue[Any], output_q: Any,
+    loop: asyncio.AbstractEventLoop,
+    input_q: queue.Queue[Any],
+    output_q: Any,
     decode_error: threading.Event,
 ) -> None:
     if not isinstance(output_q, FrameTap):
@@ -117,7 +119,7 @@ def tap_track(track: Any, tap: FrameTap) -> None:
     track._queue = tap
 
 
-class ImmediateJitterBuffer(JitterBuffer):  # type: ignore[misc]
+class ImmediateJitterBuffer(JitterBuffer):
     """Releases each audio packet as it arrives; the receiving browser's own buffer smooths.
 
     aiortc's audio buffer holds packets after a loss and keeps about 200 ms more latency for the
@@ -133,7 +135,8 @@ class ImmediateJitterBuffer(JitterBuffer):  # type: ignore[misc]
         if self._newest is not None and ((self._newest - seq) & 0xFFFF) < 0x8000:
             return False, None  # a duplicate or a packet that arrived after a newer one
         self._newest = seq
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        # aiortc's receiver stores the depayloaded frame data on the packet before add().
+        return False, JitterFrame(data=getattr(packet, "_data"), timestamp=packet.timestamp)
 
 
 def tune_receiver(receiver: RTCRtpReceiver, kind: str) -> None:
@@ -154,4 +157,4 @@ async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call ``callback`` when the far end asks this sender for a keyframe (PLI or FIR)."""
-    sender._send_keyframe = callback
+    setattr(sender, "_send_keyframe", callback)  # noqa: B010 - replacing a private method

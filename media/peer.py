@@ -155,7 +155,8 @@ class Peer:
             kind = getattr(stat, "kind", None)
             if stat.type in ("inbound-rtp", "outbound-rtp", "remote-inbound-rtp") and kind:
                 out[f"{stat.type}:{kind}"] = {
-                    k: float(v) for k, v in vars(stat).items()
+                    k: float(v)
+                    for k, v in vars(stat).items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
                 }
         return out

@@ -35,7 +35,7 @@ class RelayStats:
         self.flushes = 0
 
 
-class RelayTrack(MediaStreamTrack):  # type: ignore[misc]
+class RelayTrack(MediaStreamTrack):
     """A track of already-encoded frames, fed by :meth:`push`, read by an aiortc sender."""
 
     def __init__(self, kind: str, request_keyframe: Callable[[], None], label: str) -> None:
@@ -104,7 +104,8 @@ class RelayTrack(MediaStreamTrack):  # type: ignore[misc]
             self._need_keyframe = True
             self._request_keyframe()
 
-    async def recv(self) -> EncodedFrame:
+    # aiortc types recv() as decoded frames or av.Packet; its senders take any packet-like object.
+    async def recv(self) -> EncodedFrame:  # type: ignore[override]
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -136,7 +137,7 @@ class KeyframeLimiter:
             self._send()
 
 
-class SenderView(MediaStreamTrack):  # type: ignore[misc]
+class SenderView(MediaStreamTrack):
     """What one peer connection's sender reads from a :class:`RelayTrack`.
 
     aiortc stops a sender's track when its peer connection closes; a reconnecting seat gets a
@@ -148,7 +149,8 @@ class SenderView(MediaStreamTrack):  # type: ignore[misc]
         self.kind = relay.kind
         self._relay = relay
 
-    async def recv(self) -> EncodedFrame:
+    # aiortc types recv() as decoded frames or av.Packet; its senders take any packet-like object.
+    async def recv(self) -> EncodedFrame:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         return await self._relay.recv()

@@ -40,6 +40,7 @@ ROOMS = web.AppKey("rooms", RoomRegistry)
 
 __all__ = [
     "HUB_FEED",
+    "Clock",
     "ROOMS",
     "WAITING_ROOM",
     "HubFeed",
@@ -61,6 +62,7 @@ __all__ = [
     "WaitingRoom",
     "WaitingRoomError",
     "setup",
+    "utc_now",
 ]
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from core.domain import HubId
 from core.store import UNAVAILABLE, Redis, StoreUnavailable
@@ -71,7 +72,7 @@ class HubFeed:
         self._subscribers[sub.hub].discard(sub)
 
     async def _follow(self) -> None:
-        last: dict[str, str] = {}
+        last: dict[Any, Any] = {}
         backoff = 0.2
         while not self._stopping.is_set():
             try:
@@ -85,7 +86,7 @@ class HubFeed:
                         self._store_ok = True
                         logger.info("store reachable again; refreshing every watched hub")
                         await self._publish(list(self._hubs))
-                batch = await self._store.xread(last, block=READ_BLOCK_MS, count=500)
+                batch: Any = await self._store.xread(last, block=READ_BLOCK_MS, count=500)
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise

@@ -67,8 +67,13 @@ class LiveRoom:
     """One consultation's seats and media on this process."""
 
     def __init__(
-        self, room_id: RoomId, hub: HubId, record: dict[str, str], settings: Settings,
-        waiting_room: WaitingRoom, on_ended: Callable[[LiveRoom], None],
+        self,
+        room_id: RoomId,
+        hub: HubId,
+        record: dict[str, str],
+        settings: Settings,
+        waiting_room: WaitingRoom,
+        on_ended: Callable[[LiveRoom], None],
     ) -> None:
         self.id = room_id
         self.hub = hub
@@ -103,7 +108,7 @@ class LiveRoom:
         raise NotAParticipant("only the nurse and the doctor of this consultation may join it")
 
     def attach(self, seat: Participant, listener: Listener) -> None:
-        """Seat a participant's session; a previous session for that seat is told it was replaced."""
+        """Seat a participant's session; a previous session for the seat is told it was replaced."""
         if self.state is RoomState.ENDED:
             raise RoomClosed("this consultation has ended")
         previous = self._listeners.get(seat)
@@ -168,8 +173,9 @@ class LiveRoom:
     async def _grace_timer(self, seat: Participant) -> None:
         await asyncio.sleep(self._settings.room_grace_s)
         self._grace.pop(seat, None)
-        logger.info("room %s: %s did not come back within %.1fs", self.id, seat,
-                    self._settings.room_grace_s)
+        logger.info(
+            "room %s: %s did not come back within %.1fs", self.id, seat, self._settings.room_grace_s
+        )
         self.end(EndReason.PEER_LOST)
 
     def end(self, reason: EndReason) -> asyncio.Task[None]:
@@ -191,8 +197,9 @@ class LiveRoom:
             for attempt in range(5):
                 try:
                     outcome = await self._waiting_room.end_room(self.hub, self.id, reason.value)
-                    logger.info("room %s ended (%s); token %s %s", self.id, reason, self.token_id,
-                                outcome)
+                    logger.info(
+                        "room %s ended (%s); token %s %s", self.id, reason, self.token_id, outcome
+                    )
                     break
                 except StoreUnavailable as exc:
                     logger.warning("room %s: cannot record the end yet (%s)", self.id, exc)

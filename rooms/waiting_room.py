@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -153,7 +154,7 @@ class WaitingRoom:
         moment = moment or self._clock()
         return moment.astimezone(self._directory.hub(hub).tz).strftime("%Y%m%d")
 
-    async def _run(self, name: str, keys: list[str], args: list[object]) -> object:
+    async def _run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         try:
             return await self._scripts[name](keys=keys, args=args)
         except NoScriptError:  # pragma: no cover - redis-py reloads scripts itself
@@ -170,10 +171,23 @@ class WaitingRoom:
         result = await self._run(
             "issue",
             [p + f"seq:{date}", p + "order", p + "queue", p + f"day:{date}", p + "events"],
-            [p, hub, date, spoke, nurse, _ms(now), RECORD_TTL_S, patient.name, patient.age,
-             patient.sex.value, patient.phone or "", patient.complaint, STREAM_MAXLEN],
+            [
+                p,
+                hub,
+                date,
+                spoke,
+                nurse,
+                _ms(now),
+                RECORD_TTL_S,
+                patient.name,
+                patient.age,
+                patient.sex.value,
+                patient.phone or "",
+                patient.complaint,
+                STREAM_MAXLEN,
+            ],
         )
-        token_id = TokenId(str(result[0]))  # type: ignore[index]
+        token_id = TokenId(str(result[0]))
         logger.info("token %s issued at spoke %s", token_id, spoke)
         token = await self.token(hub, token_id)
         if token is None:  # pragma: no cover - the script just wrote it
@@ -189,15 +203,23 @@ class WaitingRoom:
         result = await self._run(
             "call_next",
             [p + "queue", p + "events"],
-            [p, doctor, room_id, _ms(self._clock()), RECORD_TTL_S, node, token_id or "",
-             STREAM_MAXLEN],
+            [
+                p,
+                doctor,
+                room_id,
+                _ms(self._clock()),
+                RECORD_TTL_S,
+                node,
+                token_id or "",
+                STREAM_MAXLEN,
+            ],
         )
-        status = str(result[0])  # type: ignore[index]
+        status = str(result[0])
         if status == "empty":
             raise QueueEmpty("nobody is waiting")
         if status == "not_waiting":
             raise TokenNotWaiting(f"token {token_id} is not waiting")
-        called = TokenId(str(result[1]))  # type: ignore[index]
+        called = TokenId(str(result[1]))
         logger.info("token %s called by %s into room %s", called, doctor, room_id)
         token = await self.token(hub, called)
         if token is None:  # pragma: no cover
@@ -207,7 +229,8 @@ class WaitingRoom:
     async def activate_room(self, hub: HubId, room_id: RoomId) -> str:
         p = prefix(hub)
         result = await self._run(
-            "activate_room", [room_key(hub, room_id), p + "events"],
+            "activate_room",
+            [room_key(hub, room_id), p + "events"],
             [p, _ms(self._clock()), STREAM_MAXLEN],
         )
         return str(result)
@@ -216,16 +239,18 @@ class WaitingRoom:
         """End a room; returns what became of its token (``completed`` or ``requeued``)."""
         p = prefix(hub)
         result = await self._run(
-            "end_room", [room_key(hub, room_id), p + "queue", p + "events"],
+            "end_room",
+            [room_key(hub, room_id), p + "queue", p + "events"],
             [p, _ms(self._clock()), reason, STREAM_MAXLEN],
         )
-        return str(result[0])  # type: ignore[index]
+        return str(result[0])
 
     async def cancel(self, spoke: SpokeId, token_id: TokenId) -> None:
         hub = HubId(self._directory.spoke(spoke).hub)
         p = prefix(hub)
         result = await self._run(
-            "cancel", [p + "queue", p + "events"],
+            "cancel",
+            [p + "queue", p + "events"],
             [p, token_id, spoke, _ms(self._clock()), STREAM_MAXLEN],
         )
         if result == "missing":
@@ -238,14 +263,14 @@ class WaitingRoom:
             raw = await self._store.hgetall(prefix(hub) + "token:" + token_id)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return Token.from_hash(raw) if raw else None
+        return Token.from_hash(cast(dict[str, str], raw)) if raw else None
 
     async def room(self, hub: HubId, room_id: RoomId) -> dict[str, str] | None:
         try:
             raw = await self._store.hgetall(room_key(hub, room_id))
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return raw or None
+        return cast(dict[str, str], raw) or None
 
     async def snapshot(self, hub: HubId) -> HubSnapshot:
         """The hub's queue in order and all of today's tokens, read in one round trip each."""

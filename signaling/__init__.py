@@ -49,8 +49,10 @@ def origin_allowed(request: web.Request, settings: Settings) -> bool:
     if origin in settings.allowed_origins:
         return True
     parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc == request.host and (
-        parts.scheme == request.scheme
+    return (
+        parts.scheme in ("http", "https")
+        and parts.netloc == request.host
+        and (parts.scheme == request.scheme)
     )
 
 
@@ -79,7 +81,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application, settings: Settings) -> None:
-    app[SESSIONS] = set()
+    app[SESSIONS] = set[Session]()
 
     async def accounts_ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE]
@@ -92,7 +94,8 @@ def setup(app: web.Application, settings: Settings) -> None:
         yield
 
     async def close_sockets(app: web.Application) -> None:
-        for session in list(app[SESSIONS]):
+        sessions: set[Session] = app[SESSIONS]
+        for session in list(sessions):
             await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     app.cleanup_ctx.append(accounts_ctx)

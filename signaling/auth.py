@@ -49,9 +49,8 @@ class Forbidden(Exception):
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=_MAXMEM)
-    return "scrypt${}${}${}${}${}".format(
-        _N, _R, _P, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    )
+    salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"scrypt${_N}${_R}${_P}${salt_b64}${digest_b64}"
 
 
 def verify_password(password: str, encoded: str) -> bool:
@@ -90,8 +89,9 @@ class Accounts:
             return hashlib.sha256(configured.encode()).digest()
         await store.set(_COOKIE_KEY, secrets.token_hex(32), nx=True)
         key = await store.get(_COOKIE_KEY)
-        assert key is not None
-        return bytes.fromhex(key)
+        if key is None:  # pragma: no cover - set just above
+            raise StoreUnavailable("cookie key vanished from the store")
+        return bytes.fromhex(str(key))
 
     async def ensure_passwords(self, demo_password: str | None) -> list[NewPassword]:
         """Give every directory user without a password one; returns those generated now."""
@@ -118,14 +118,13 @@ class Accounts:
             failures = int(await self._store.get(_FAILURES + username) or 0)
             if failures >= MAX_FAILURES:
                 raise LockedOut("too many failed attempts; try again in a minute")
-            encoded = await self._store.hget(_CREDENTIALS, username) if user else None
+            stored = await self._store.hget(_CREDENTIALS, username) if user else None
+            encoded = str(stored) if stored is not None else None
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         loop = asyncio.get_running_loop()
         # Hash even for unknown users so that timing does not reveal who exists.
-        ok = await loop.run_in_executor(
-            None, verify_password, password, encoded or _DUMMY_HASH
-        )
+        ok = await loop.run_in_executor(None, verify_password, password, encoded or _DUMMY_HASH)
         if not ok or user is None or encoded is None:
             try:
                 async with self._store.pipeline(transaction=True) as pipe:

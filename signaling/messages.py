@@ -60,7 +60,9 @@ class PatientIn(BaseModel):
     name: Text
     age: Annotated[int, Field(ge=0, le=130)]
     sex: Sex
-    complaint: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    complaint: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    ]
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 -]{6,20}$")] | None = None
 
 
@@ -99,8 +101,16 @@ ClientMessage = Annotated[
     Field(discriminator="type"),
 ]
 _CLIENT = TypeAdapter(ClientMessage)
-CLIENT_TYPES = ("ping", "watch_queue", "register_patient", "cancel_token", "call_next", "join",
-                "offer", "hangup")
+CLIENT_TYPES = (
+    "ping",
+    "watch_queue",
+    "register_patient",
+    "cancel_token",
+    "call_next",
+    "join",
+    "offer",
+    "hangup",
+)
 
 
 def parse_message(raw: str | bytes) -> ClientMessage:
@@ -131,7 +141,9 @@ def _explain(exc: ValidationError, raw: str | bytes) -> ProtocolError:
             "bad_version", f"protocol version must be {PROTOCOL_VERSION}", request_id
         )
     if doc.get("type") not in CLIENT_TYPES:
-        return ProtocolError("unknown_type", f"unknown message type {doc.get('type')!r}", request_id)
+        return ProtocolError(
+            "unknown_type", f"unknown message type {doc.get('type')!r}", request_id
+        )
     problems = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"][1:]]  # drop the discriminator's tag
@@ -263,8 +275,17 @@ class Error(_Out):
 
 
 ServerMessage = (
-    Welcome | Pong | QueueOut | TokenIssued | TokenCancelled | RoomOpened | Joined | Answer
-    | PeerState | RoomEnded | Error
+    Welcome
+    | Pong
+    | QueueOut
+    | TokenIssued
+    | TokenCancelled
+    | RoomOpened
+    | Joined
+    | Answer
+    | PeerState
+    | RoomEnded
+    | Error
 )
 
 

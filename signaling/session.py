@@ -8,14 +8,15 @@ outbox fill is disconnected rather than allowed to slow down anyone else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from core.directory import Directory, User
-from core.domain import EndReason, HubId, Participant, Role, RoomId, SpokeId, TokenId
+from core.domain import EndReason, HubId, Participant, Role, SpokeId, TokenId
 from core.settings import Settings
 from core.store import StoreUnavailable
 from core.tasks import TaskOwner
@@ -52,8 +53,14 @@ class Session:
     """A signed-in user's websocket."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, user: User, settings: Settings, directory: Directory,
-        waiting_room: WaitingRoom, feed: HubFeed, rooms: RoomRegistry,
+        self,
+        ws: web.WebSocketResponse,
+        user: User,
+        settings: Settings,
+        directory: Directory,
+        waiting_room: WaitingRoom,
+        feed: HubFeed,
+        rooms: RoomRegistry,
     ) -> None:
         self.id = secrets.token_hex(3)
         self.ws = ws
@@ -93,12 +100,19 @@ class Session:
     async def run(self) -> None:
         self._tasks.spawn(self._writer(), name="writer")
         user = self.user
-        self.post(m.Welcome(
-            user=m.UserOut(username=user.username, name=user.name, role=user.role.value,
-                           hub=user.hub, spoke=user.spoke),
-            node=self._settings.node_id,
-            heartbeat_s=self._settings.heartbeat_s,
-        ))
+        self.post(
+            m.Welcome(
+                user=m.UserOut(
+                    username=user.username,
+                    name=user.name,
+                    role=user.role.value,
+                    hub=user.hub,
+                    spoke=user.spoke,
+                ),
+                node=self._settings.node_id,
+                heartbeat_s=self._settings.heartbeat_s,
+            )
+        )
         logger.info("session %s: open", self.label)
         try:
             async for msg in self.ws:
@@ -123,11 +137,13 @@ class Session:
             code = getattr(exc, "code", "negotiation_failed")
             self.post(m.Error(code=code, message=str(exc), re=message.id))
         except StoreUnavailable:
-            self.post(m.Error(
-                code="store_unavailable",
-                message="the queue service is unreachable right now; please try again shortly",
-                re=message.id,
-            ))
+            self.post(
+                m.Error(
+                    code="store_unavailable",
+                    message="the queue service is unreachable right now; please try again shortly",
+                    re=message.id,
+                )
+            )
 
     async def _dispatch(self, msg: m.ClientMessage) -> None:
         match msg:
@@ -175,7 +191,8 @@ class Session:
         self._require(Role.NURSE)
         p = msg.patient
         token = await self._waiting_room.issue(
-            SpokeId(self.user.spoke or ""), self.user.id,
+            SpokeId(self.user.spoke or ""),
+            self.user.id,
             Patient(name=p.name, age=p.age, sex=p.sex, complaint=p.complaint, phone=p.phone),
         )
         self.post(m.TokenIssued(token=token_out(token, self._directory), re=msg.id))
@@ -191,11 +208,13 @@ class Session:
         token_id = TokenId(msg.token_id) if msg.token_id else None
         if token_id is not None and not token_id.startswith(hub + "."):
             raise Forbidden("that token belongs to another hub")
-        token = await self._waiting_room.call_next(hub, self.user.id, self._settings.node_id,
-                                                   token_id)
+        token = await self._waiting_room.call_next(
+            hub, self.user.id, self._settings.node_id, token_id
+        )
         assert token.room is not None
-        self.post(m.RoomOpened(room_id=token.room, token=token_out(token, self._directory),
-                               re=msg.id))
+        self.post(
+            m.RoomOpened(room_id=token.room, token=token_out(token, self._directory), re=msg.id)
+        )
 
     # ------------------------------------------------------------------ consultation
 
@@ -211,20 +230,23 @@ class Session:
             raise RoomError("this consultation's records are missing")
         self._room, self._seat = room, seat
         place = (
-            self._directory.spoke(token.spoke).name if seat is Participant.HUB
+            self._directory.spoke(token.spoke).name
+            if seat is Participant.HUB
             else self._directory.hub(room.hub).name
         )
-        self.post(m.Joined(
-            room_id=room.id,
-            seat=seat.value,
-            ice_servers=[
-                m.IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
-                for s in self._settings.ice_servers
-            ],
-            peer=m.PeerOut(name=other.name, role=other.role.value, place=place),
-            token=token_out(token, self._directory),
-            re=msg.id,
-        ))
+        self.post(
+            m.Joined(
+                room_id=room.id,
+                seat=seat.value,
+                ice_servers=[
+                    m.IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
+                    for s in self._settings.ice_servers
+                ],
+                peer=m.PeerOut(name=other.name, role=other.role.value, place=place),
+                token=token_out(token, self._directory),
+                re=msg.id,
+            )
+        )
         room.attach(seat, self._room_event)
         logger.info("session %s: joined room %s as %s", self.label, room.id, seat)
 
@@ -274,10 +296,8 @@ class Session:
         if self._room is not None and self._seat is not None:
             self._room.detach(self._seat, self._room_event)
             self._room = None
-        try:
+        with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
         await self._tasks.close()
         logger.info("session %s: closed", self.label)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from core.directory import Directory, User
 from core.domain import Role, SpokeId
+from rooms import HubSnapshot, Token
 
 from . import messages as m
-from rooms import HubSnapshot, Token
 
 
 def token_out(token: Token, directory: Directory, position: int | None = None) -> m.TokenOut:

@@ -14,8 +14,6 @@ import pytest
 import redis
 
 
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,10 +40,27 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", self.appendonly, "--appendfsync", self.appendfsync,
-             "--dir", str(self.directory), "--protected-mode", "yes", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                self.appendonly,
+                "--appendfsync",
+                self.appendfsync,
+                "--dir",
+                str(self.directory),
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
@@ -105,9 +120,8 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     before = set(asyncio.all_tasks())
     yield
     await asyncio.sleep(0)
-    left = [t for t in asyncio.all_tasks() - before if not t.done()
-            and t is not asyncio.current_task()]
+    left = [
+        t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()
+    ]
     names = [t.get_name() for t in left]
     assert not left, f"tasks left running: {names}"
-
-

@@ -56,7 +56,8 @@ class ProtocolClient:
     async def login(self, password: str = DEMO_PASSWORD) -> aiohttp.ClientResponse:
         return await self.session.post(
             self.client.make_url("/login"),
-            data={"username": self.username, "password": password}, allow_redirects=False,
+            data={"username": self.username, "password": password},
+            allow_redirects=False,
         )
 
     async def connect(self, origin: str | None = None) -> dict[str, Any]:
@@ -88,8 +89,12 @@ class ProtocolClient:
         assert self.ws is not None
         await self.ws.send_str(text)
 
-    async def expect(self, type_: str, timeout: float = 10.0,
-                     where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    async def expect(
+        self,
+        type_: str,
+        timeout: float = 10.0,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
         """The next message of ``type_`` (others are skipped); fails on an unexpected error."""
         deadline = time.monotonic() + timeout
         while True:
@@ -134,7 +139,7 @@ class ClockVideoTrack(VideoStreamTrack):  # type: ignore[misc]
             await asyncio.sleep(delay)
         img = np.zeros((self.height, self.width, 3), dtype=np.uint8)
         x = (self.n * 4) % self.width
-        img[:, x:x + 8] = 255
+        img[:, x : x + 8] = 255
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         frame.pts = self.n * (90000 // self.fps)
         frame.time_base = fractions.Fraction(1, 90000)

@@ -14,8 +14,10 @@ LANG_COOKIE = "setu_lang"
 
 STRINGS: Mapping[str, Mapping[str, str]] = {
     "app.name": {"en": "Setu", "hi": "सेतु"},
-    "app.tagline": {"en": "Telemedicine consultations, spoke to hub",
-                    "hi": "टेलीमेडिसिन परामर्श, स्वास्थ्य केंद्र से अस्पताल तक"},
+    "app.tagline": {
+        "en": "Telemedicine consultations, spoke to hub",
+        "hi": "टेलीमेडिसिन परामर्श, स्वास्थ्य केंद्र से अस्पताल तक",
+    },
     "lang.switch": {"en": "हिन्दी", "hi": "English"},
     "nav.logout": {"en": "Sign out", "hi": "साइन आउट"},
     "nav.home": {"en": "Home", "hi": "मुख्य पृष्ठ"},
@@ -24,10 +26,14 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "login.password": {"en": "Password", "hi": "पासवर्ड"},
     "login.submit": {"en": "Sign in", "hi": "साइन इन"},
     "login.failed": {"en": "Wrong username or password.", "hi": "उपयोगकर्ता नाम या पासवर्ड गलत है।"},
-    "login.locked": {"en": "Too many failed attempts. Try again in a minute.",
-                     "hi": "बहुत से असफल प्रयास। एक मिनट बाद फिर कोशिश करें।"},
-    "login.unavailable": {"en": "The service is unreachable right now. Please try again shortly.",
-                          "hi": "सेवा अभी उपलब्ध नहीं है। कृपया थोड़ी देर बाद कोशिश करें।"},
+    "login.locked": {
+        "en": "Too many failed attempts. Try again in a minute.",
+        "hi": "बहुत से असफल प्रयास। एक मिनट बाद फिर कोशिश करें।",
+    },
+    "login.unavailable": {
+        "en": "The service is unreachable right now. Please try again shortly.",
+        "hi": "सेवा अभी उपलब्ध नहीं है। कृपया थोड़ी देर बाद कोशिश करें।",
+    },
     "role.nurse": {"en": "Nurse", "hi": "नर्स"},
     "role.doctor": {"en": "Doctor", "hi": "डॉक्टर"},
     "role.auditor": {"en": "Auditor", "hi": "लेखा परीक्षक"},
@@ -75,22 +81,34 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "consult.back": {"en": "Back", "hi": "वापस"},
     "conn.connecting": {"en": "Connecting…", "hi": "जुड़ रहा है…"},
     "conn.connected": {"en": "Connected", "hi": "जुड़ गया"},
-    "conn.waiting_peer": {"en": "Waiting for the other side to join…",
-                          "hi": "दूसरी ओर के जुड़ने की प्रतीक्षा…"},
-    "conn.reconnecting": {"en": "Connection lost, reconnecting…",
-                          "hi": "संपर्क टूट गया, फिर से जुड़ रहा है…"},
+    "conn.waiting_peer": {
+        "en": "Waiting for the other side to join…",
+        "hi": "दूसरी ओर के जुड़ने की प्रतीक्षा…",
+    },
+    "conn.reconnecting": {
+        "en": "Connection lost, reconnecting…",
+        "hi": "संपर्क टूट गया, फिर से जुड़ रहा है…",
+    },
     "conn.failed": {"en": "Could not connect.", "hi": "जुड़ नहीं सका।"},
-    "conn.offline": {"en": "Connection to the server lost; retrying…",
-                     "hi": "सर्वर से संपर्क टूटा; फिर से कोशिश…"},
-    "media.denied": {"en": "Camera or microphone unavailable: {reason}",
-                     "hi": "कैमरा या माइक्रोफ़ोन उपलब्ध नहीं: {reason}"},
+    "conn.offline": {
+        "en": "Connection to the server lost; retrying…",
+        "hi": "सर्वर से संपर्क टूटा; फिर से कोशिश…",
+    },
+    "media.denied": {
+        "en": "Camera or microphone unavailable: {reason}",
+        "hi": "कैमरा या माइक्रोफ़ोन उपलब्ध नहीं: {reason}",
+    },
     "error.generic": {"en": "Something went wrong: {message}", "hi": "कुछ गलत हुआ: {message}"},
-    "error.store_unavailable": {"en": "The queue service is unreachable. Please try again shortly.",
-                                "hi": "कतार सेवा अभी उपलब्ध नहीं है। थोड़ी देर बाद कोशिश करें।"},
+    "error.store_unavailable": {
+        "en": "The queue service is unreachable. Please try again shortly.",
+        "hi": "कतार सेवा अभी उपलब्ध नहीं है। थोड़ी देर बाद कोशिश करें।",
+    },
     "error.queue_empty": {"en": "Nobody is waiting.", "hi": "कोई प्रतीक्षा में नहीं है।"},
     "error.room_ended": {"en": "This consultation has ended.", "hi": "यह परामर्श समाप्त हो चुका है।"},
-    "error.not_a_participant": {"en": "You are not part of this consultation.",
-                                "hi": "आप इस परामर्श का हिस्सा नहीं हैं।"},
+    "error.not_a_participant": {
+        "en": "You are not part of this consultation.",
+        "hi": "आप इस परामर्श का हिस्सा नहीं हैं।",
+    },
     "error.room_not_found": {"en": "No such consultation.", "hi": "ऐसा कोई परामर्श नहीं है।"},
     "home.title": {"en": "Overview", "hi": "सारांश"},
     "home.hubs": {"en": "Hubs and today's queues", "hi": "अस्पताल और आज की कतारें"},
@@ -98,15 +116,20 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "home.served": {"en": "Served today", "hi": "आज देखे गए"},
     "home.issued": {"en": "Issued today", "hi": "आज जारी"},
     "home.spokes": {"en": "Spokes", "hi": "स्वास्थ्य केंद्र"},
-    "home.unavailable": {"en": "Queue figures are unavailable right now.",
-                         "hi": "कतार के आँकड़े अभी उपलब्ध नहीं हैं।"},
-    "page.forbidden": {"en": "This page is not for your role.", "hi": "यह पृष्ठ आपकी भूमिका के लिए नहीं है।"},
+    "home.unavailable": {
+        "en": "Queue figures are unavailable right now.",
+        "hi": "कतार के आँकड़े अभी उपलब्ध नहीं हैं।",
+    },
+    "page.forbidden": {
+        "en": "This page is not for your role.",
+        "hi": "यह पृष्ठ आपकी भूमिका के लिए नहीं है।",
+    },
 }
 
 
 def pick_language(cookie: str | None, accept_language: str | None) -> str:
     if cookie in LANGUAGES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     for part in (accept_language or "").split(","):
         code = part.split(";")[0].strip().lower()[:2]
         if code in LANGUAGES:

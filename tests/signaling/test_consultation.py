@@ -15,11 +15,15 @@ from tests.helpers import DOCTOR, NURSE, PATIENT, ClientPeer, ProtocolClient, ma
 AiohttpClient = Any
 
 
-async def start(aiohttp_client: AiohttpClient, redis_url: str | None, **overrides: Any) -> TestClient[Any, Any]:
+async def start(
+    aiohttp_client: AiohttpClient, redis_url: str | None, **overrides: Any
+) -> TestClient[Any, Any]:
     return await aiohttp_client(create_app(make_settings(redis_url, **overrides)))
 
 
-async def register_and_call(client: TestClient[Any, Any]) -> tuple[ProtocolClient, ProtocolClient, str]:
+async def register_and_call(
+    client: TestClient[Any, Any],
+) -> tuple[ProtocolClient, ProtocolClient, str]:
     nurse, doctor = ProtocolClient(client, NURSE), ProtocolClient(client, DOCTOR)
     await nurse.connect()
     await doctor.connect()
@@ -44,7 +48,8 @@ async def join_with_media(who: ProtocolClient, room_id: str) -> ClientPeer:
     assert joined["room_id"] == room_id
     peer = ClientPeer()
     answer = await who.request("offer", "answer", sdp=await peer.offer())
-    assert "VP8" in answer["sdp"] and "H264" not in answer["sdp"]
+    assert "VP8" in answer["sdp"]
+    assert "H264" not in answer["sdp"]
     assert "useinbandfec=1" in answer["sdp"]
     await peer.accept(answer["sdp"])
     return peer
@@ -64,7 +69,8 @@ async def test_whole_consultation(
         spoke_peer.wait_for(video=30, audio=50), hub_peer.wait_for(video=30, audio=50)
     )
     live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
-    assert live is not None and live.state == "active"
+    assert live is not None
+    assert live.state == "active"
     in_consult = await nurse.expect(
         "queue", where=lambda m: m["today"][0]["state"] == "in_consultation"
     )
@@ -83,8 +89,9 @@ async def test_whole_consultation(
         await asyncio.sleep(0.05)
     assert len(app[ROOMS]) == 0
     assert live.history == ["created", "active", "ended"]
-    assert all(t.readyState == "ended" for seat in live.media.outbound.values()
-               for t in seat.values())
+    assert all(
+        t.readyState == "ended" for seat in live.media.outbound.values() for t in seat.values()
+    )
     assert live.media.peer(__import__("core.domain").domain.Participant.SPOKE) is None
 
     for p in (spoke_peer, hub_peer):
@@ -127,9 +134,7 @@ async def test_doctor_hangup_before_nurse_joins_requeues_token(
 
 
 @pytest.mark.parametrize("store", ["embedded"])
-async def test_consultation_on_embedded_store(
-    aiohttp_client: AiohttpClient, store: str
-) -> None:
+async def test_consultation_on_embedded_store(aiohttp_client: AiohttpClient, store: str) -> None:
     client = await start(aiohttp_client, None)
     nurse, doctor, room_id = await register_and_call(client)
     spoke_peer = await join_with_media(nurse, room_id)
