@@ -76,8 +76,9 @@ _ENV_PREFIX = "SETU_"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="server.py",
-        description="Setu: hub-and-spoke video consultations. Every flag can also be set as "
-        "SETU_<FLAG> in the environment (for example SETU_REDIS_URL).",
+        description="Setu: hub-and-spoke video consultations. Every flag can also be set in "
+        "the environment as SETU_<FLAG> (--redis-url is SETU_REDIS_URL, --room-grace is "
+        "SETU_ROOM_GRACE; --allowed-origin is SETU_ALLOWED_ORIGINS, comma-separated).",
     )
     add = parser.add_argument
     add("--host", help="address to listen on (default 127.0.0.1)")
@@ -134,16 +135,22 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             continue
         given = getattr(args, dest, None)
         if given is None:
-            env = environ.get(_ENV_PREFIX + dest.upper())
+            env = environ.get(env_name(action))
             if env is None or env == "":
                 continue
-            given = _from_env(dest, env, action)
+            given = _from_env(action, env)
         values[dest] = given
     return _make(values)
 
 
-def _from_env(dest: str, raw: str, action: argparse.Action) -> object:
-    if dest == "allowed_origins":
+def env_name(action: argparse.Action) -> str:
+    """``--room-grace`` is ``SETU_ROOM_GRACE``; a repeatable flag takes a plural, comma list."""
+    name = _ENV_PREFIX + action.option_strings[0].lstrip("-").upper().replace("-", "_")
+    return name + "S" if isinstance(action, argparse._AppendAction) else name
+
+
+def _from_env(action: argparse.Action, raw: str) -> object:
+    if isinstance(action, argparse._AppendAction):
         return [o.strip() for o in raw.split(",") if o.strip()]
     convert = action.type
     if convert is None:
@@ -151,7 +158,7 @@ def _from_env(dest: str, raw: str, action: argparse.Action) -> object:
     try:
         return convert(raw)  # type: ignore[operator]
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{_ENV_PREFIX}{dest.upper()}={raw!r}: {exc}") from exc
+        raise SettingsError(f"{env_name(action)}={raw!r}: {exc}") from exc
 
 
 def _make(values: dict[str, object]) -> Settings:

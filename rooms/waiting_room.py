@@ -255,7 +255,7 @@ class WaitingRoom:
         )
         if result == "missing":
             raise TokenNotFound(f"no token {token_id} at this spoke")
-        if result != "cancelled":
+        if result != "ok":
             raise TokenNotWaiting(f"token {token_id} is {result}, not waiting")
 
     async def token(self, hub: HubId, token_id: TokenId) -> Token | None:

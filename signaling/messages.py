@@ -24,7 +24,10 @@ PROTOCOL_VERSION = 1
 #: Largest websocket message accepted, in bytes; an SDP offer is about 5 KiB.
 MAX_MESSAGE_BYTES = 64 * 1024
 
-RequestId = Annotated[str, StringConstraints(max_length=64)] | Annotated[int, Field(ge=0, lt=2**53)]
+RequestId = (
+    Annotated[str, StringConstraints(max_length=64), Field(strict=True)]
+    | Annotated[int, Field(ge=0, lt=2**53, strict=True)]
+)
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 

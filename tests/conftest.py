@@ -74,6 +74,10 @@ class RedisServer:
                 time.sleep(0.05)
         client.close()
 
+    def start_on_same_port(self) -> None:
+        """Start again after :meth:`stop` (a Redis restart as clients see it)."""
+        self.start()
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None:
             if kill:

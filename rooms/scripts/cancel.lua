@@ -11,4 +11,4 @@ end
 redis.call('HSET', tkey, 'state', 'cancelled', 'ended_at', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', 'cancelled', 'token', ARGV[2],
   'spoke', ARGV[3], 'at', ARGV[4])
-return 'cancelled'
+return 'ok'
