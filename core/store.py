@@ -7,6 +7,7 @@ interpreter) runs the very scripts and commands a real Redis runs, so tests run 
 from __future__ import annotations
 
 import logging
+
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError

@@ -40,9 +40,9 @@ ROOMS = web.AppKey("rooms", RoomRegistry)
 
 __all__ = [
     "HUB_FEED",
-    "Clock",
     "ROOMS",
     "WAITING_ROOM",
+    "Clock",
     "HubFeed",
     "HubSnapshot",
     "IllegalTransition",

@@ -23,10 +23,17 @@ from . import i18n
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-HOME_BY_ROLE = {Role.NURSE: "/spoke", Role.DOCTOR: "/hub", Role.AUDITOR: "/home",
-                Role.ADMIN: "/home"}
+HOME_BY_ROLE = {
+    Role.NURSE: "/spoke",
+    Role.DOCTOR: "/hub",
+    Role.AUDITOR: "/home",
+    Role.ADMIN: "/home",
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The signed-in user of a page that :func:`require` let through.
+USER = web.RequestKey("user", User)
 
 
 def language(request: web.Request) -> str:
@@ -64,11 +71,10 @@ def require(*roles: Role) -> Callable[[Handler], Handler]:
             if user is None:
                 raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
             if user.role not in roles:
-                response = aiohttp_jinja2.render_template(
+                return aiohttp_jinja2.render_template(
                     "forbidden.html", request, context(request, user), status=403
                 )
-                return response
-            request["user"] = user
+            request[USER] = user
             return await handler(request)
 
         return guarded
@@ -91,7 +97,8 @@ def _safe_next(target: str | None) -> str | None:
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     return aiohttp_jinja2.render_template(
-        "login.html", request,
+        "login.html",
+        request,
         context(request, None, error=None, next=_safe_next(request.query.get("next")) or ""),
     )
 
@@ -114,15 +121,21 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if error is not None:
         logger.info("failed sign-in for %r from %s", username, request.remote)
         return aiohttp_jinja2.render_template(
-            "login.html", request,
+            "login.html",
+            request,
             context(request, None, error=error, next=target or "", username=username),
             status=401 if error != "login.unavailable" else 503,
         )
     logger.info("%s signed in from %s", user.username, request.remote)
     response = web.HTTPSeeOther(target or HOME_BY_ROLE[user.role])
     response.set_cookie(
-        COOKIE_NAME, request.app[ACCOUNTS].issue_cookie(user), httponly=True, samesite="Lax",
-        secure=settings.tls_cert is not None, path="/", max_age=12 * 3600,
+        COOKIE_NAME,
+        request.app[ACCOUNTS].issue_cookie(user),
+        httponly=True,
+        samesite="Lax",
+        secure=settings.tls_cert is not None,
+        path="/",
+        max_age=12 * 3600,
     )
     raise response
 
@@ -144,21 +157,21 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
 
 @require(Role.NURSE)
 async def spoke_page(request: web.Request) -> web.StreamResponse:
-    return aiohttp_jinja2.render_template("spoke.html", request, context(request, request["user"]))
+    return aiohttp_jinja2.render_template("spoke.html", request, context(request, request[USER]))
 
 
 @require(Role.DOCTOR)
 async def hub_page(request: web.Request) -> web.StreamResponse:
-    return aiohttp_jinja2.render_template("hub.html", request, context(request, request["user"]))
+    return aiohttp_jinja2.render_template("hub.html", request, context(request, request[USER]))
 
 
 @require(Role.NURSE, Role.DOCTOR)
 async def consult_page(request: web.Request) -> web.StreamResponse:
     # Whether this user sits in this room is checked when the page joins over the websocket.
     room_id = request.match_info["room_id"]
-    back = HOME_BY_ROLE[request["user"].role]
+    back = HOME_BY_ROLE[request[USER].role]
     return aiohttp_jinja2.render_template(
-        "consult.html", request, context(request, request["user"], room_id=room_id, back=back)
+        "consult.html", request, context(request, request[USER], room_id=room_id, back=back)
     )
 
 
@@ -173,16 +186,19 @@ async def home_page(request: web.Request) -> web.StreamResponse:
         except StoreUnavailable:
             unavailable = True
             break
-        rows.append({
-            "hub": hub,
-            "spokes": [s for s in directory.spokes.values() if s.hub == hub.id],
-            "waiting": len(snap.waiting),
-            "issued": len(snap.today),
-            "served": sum(1 for t in snap.today if t.state is TokenState.COMPLETED),
-        })
+        rows.append(
+            {
+                "hub": hub,
+                "spokes": [s for s in directory.spokes.values() if s.hub == hub.id],
+                "waiting": len(snap.waiting),
+                "issued": len(snap.today),
+                "served": sum(1 for t in snap.today if t.state is TokenState.COMPLETED),
+            }
+        )
     return aiohttp_jinja2.render_template(
-        "home.html", request,
-        context(request, request["user"], rows=rows, unavailable=unavailable),
+        "home.html",
+        request,
+        context(request, request[USER], rows=rows, unavailable=unavailable),
     )
 
 
