@@ -136,7 +136,7 @@ class ImmediateJitterBuffer(JitterBuffer):
             return False, None  # a duplicate or a packet that arrived after a newer one
         self._newest = seq
         # aiortc's receiver stores the depayloaded frame data on the packet before add().
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
 
 
 def tune_receiver(receiver: RTCRtpReceiver, kind: str) -> None:
