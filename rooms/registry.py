@@ -114,14 +114,15 @@ class LiveRoom:
         previous = self._listeners.get(seat)
         self._listeners[seat] = listener
         self._cancel_grace(seat)
-        if previous is not None and previous is not listener:
+        # Listeners are bound methods: compare with ==, a new bound object is made on each access.
+        if previous is not None and previous != listener:
             previous(RoomEvent("replaced", seat=seat))
         for other, other_state in self._peer_states().items():
             listener(RoomEvent("peer_state", seat=other, state=other_state))
 
     def detach(self, seat: Participant, listener: Listener) -> None:
         """A participant's session went away without hanging up: wait, then end the room."""
-        if self._listeners.get(seat) is not listener:
+        if self._listeners.get(seat) != listener:
             return
         del self._listeners[seat]
         if self.state is not RoomState.ENDED:

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.domain import Participant
 from rooms import ROOMS
 from server import create_app
-from tests.helpers import DOCTOR, NURSE, PATIENT, ClientPeer, ProtocolClient, make_settings
+from tests.helpers import (
+    DEMO_PASSWORD,
+    DOCTOR,
+    NURSE,
+    PATIENT,
+    ClientPeer,
+    ProtocolClient,
+    make_settings,
+)
 
 AiohttpClient = Any
 
@@ -92,13 +104,44 @@ async def test_whole_consultation(
     assert all(
         t.readyState == "ended" for seat in live.media.outbound.values() for t in seat.values()
     )
-    assert live.media.peer(__import__("core.domain").domain.Participant.SPOKE) is None
+    assert live.media.peer(Participant.SPOKE) is None
+    assert live.media.peer(Participant.HUB) is None
 
     for p in (spoke_peer, hub_peer):
         await p.close()
     await nurse.close()
     await doctor.close()
     await client.close()
+    # aiortc runs a thread per receiver; every one of them has stopped.
+    for _ in range(50):
+        decoders = [t.name for t in threading.enumerate() if t.name.endswith("-decoder")]
+        if not decoders:
+            break
+        await asyncio.sleep(0.05)
+    assert decoders == []
+
+
+async def test_dead_link_ends_room_for_both(aiohttp_client: AiohttpClient, redis_url: str) -> None:
+    """A socket that stops answering pings is dropped; after the grace the room ends."""
+    client = await start(aiohttp_client, redis_url, heartbeat_s=0.4, room_grace_s=0.3)
+    nurse, doctor, room_id = await register_and_call(client)
+    await doctor.request("join", "joined", room_id=room_id)
+    # The nurse joins from a socket that will go silent: it never answers a ping.
+    silent = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    await silent.post(
+        client.make_url("/login"), data={"username": NURSE, "password": DEMO_PASSWORD}
+    )
+    origin = str(client.make_url("/")).rstrip("/")
+    ws = await silent.ws_connect(
+        client.make_url("/ws"), headers={"Origin": origin}, autoping=False, heartbeat=None
+    )
+    await ws.send_str(json.dumps({"v": 1, "type": "join", "room_id": room_id}))
+    ended = await doctor.expect("room_ended", timeout=10)
+    assert ended["reason"] == "peer_lost"
+    await ws.close()
+    await silent.close()
+    await nurse.close()
+    await doctor.close()
 
 
 async def test_closed_tab_ends_room_after_grace(
