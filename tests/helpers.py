@@ -156,8 +156,17 @@ class ClientPeer:
         self.audio_frames = 0
         self._sinks: list[asyncio.Task[None]] = []
         self.pc.addTrack(AudioStreamTrack())
-        self.pc.addTrack(ClockVideoTrack())
+        self.video_sender = self.pc.addTrack(ClockVideoTrack())
         self.pc.on("track", self._on_track)
+        # Count the keyframe requests (PLI/FIR) that reach our video sender.
+        self.keyframe_requests = 0
+        stock = self.video_sender._send_keyframe
+
+        def on_keyframe_request() -> None:
+            self.keyframe_requests += 1
+            stock()
+
+        self.video_sender._send_keyframe = on_keyframe_request
 
     def _on_track(self, track: Any) -> None:
         self._sinks.append(asyncio.get_running_loop().create_task(self._consume(track)))
@@ -172,6 +181,14 @@ class ClientPeer:
                     self.audio_frames += 1
         except MediaStreamError:
             return
+
+    async def request_keyframe(self) -> None:
+        """Ask the far side for a keyframe, as a browser's decoder does after a loss."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                receiver = transceiver.receiver
+                for source in receiver.getSynchronizationSources():
+                    await receiver._send_rtcp_pli(source.source)
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())

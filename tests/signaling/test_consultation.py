@@ -80,6 +80,15 @@ async def test_whole_consultation(
     await asyncio.gather(
         spoke_peer.wait_for(video=30, audio=50), hub_peer.wait_for(video=30, audio=50)
     )
+    # A keyframe request from the doctor's side reaches the nurse's video sender.
+    before = spoke_peer.keyframe_requests
+    await asyncio.sleep(0.6)  # past the relay's keyframe rate limit
+    await hub_peer.request_keyframe()
+    for _ in range(50):
+        if spoke_peer.keyframe_requests > before:
+            break
+        await asyncio.sleep(0.05)
+    assert spoke_peer.keyframe_requests > before
     live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
     assert live is not None
     assert live.state == "active"
