@@ -49,7 +49,7 @@ class RoomState(enum.StrEnum):
     """The life of a consultation room."""
 
     CREATED = "created"  # the doctor called a token; nobody has joined yet
-    ACTIVE = "active"  # at least one participant has media up
+    ACTIVE = "active"  # both participants' media came up at least once
     ENDED = "ended"
 
 
@@ -68,7 +68,6 @@ class EndReason(enum.StrEnum):
     HANGUP = "hangup"
     PEER_LOST = "peer_lost"
     SHUTDOWN = "shutdown"
-    CANCELLED = "cancelled"
 
 
 def room_hub(room_id: str) -> HubId:

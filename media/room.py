@@ -62,6 +62,8 @@ class MediaRoom:
         old = self._peers.pop(seat, None)
         if old is not None:
             await old.close()
+            if self._closed:
+                raise RuntimeError("media room is closed")
         peer = Peer(
             label=f"{self.label}:{seat}",
             ice_servers=self._ice_servers,

@@ -13,7 +13,17 @@ import logging
 from collections.abc import Callable
 
 from core.directory import User
-from core.domain import EndReason, HubId, Participant, Role, RoomId, RoomState, TokenId, UserId
+from core.domain import (
+    EndReason,
+    HubId,
+    Participant,
+    Role,
+    RoomId,
+    RoomState,
+    TokenId,
+    UserId,
+    room_hub,
+)
 from core.settings import Settings
 from core.store import StoreUnavailable
 from core.tasks import TaskOwner
@@ -101,11 +111,7 @@ class LiveRoom:
         self.history.append(new)
 
     def seat_of(self, user: User) -> Participant:
-        if user.role is Role.NURSE and user.id == self.nurse:
-            return Participant.SPOKE
-        if user.role is Role.DOCTOR and user.id == self.doctor:
-            return Participant.HUB
-        raise NotAParticipant("only the nurse and the doctor of this consultation may join it")
+        return _seat_in({"nurse": self.nurse, "doctor": self.doctor}, user)
 
     def attach(self, seat: Participant, listener: Listener) -> None:
         """Seat a participant's session; a previous session for the seat is told it was replaced."""
@@ -117,8 +123,6 @@ class LiveRoom:
         # Listeners are bound methods: compare with ==, a new bound object is made on each access.
         if previous is not None and previous != listener:
             previous(RoomEvent("replaced", seat=seat))
-        for other, other_state in self._peer_states().items():
-            listener(RoomEvent("peer_state", seat=other, state=other_state))
 
     def detach(self, seat: Participant, listener: Listener) -> None:
         """A participant's session went away without hanging up: wait, then end the room."""
@@ -127,9 +131,11 @@ class LiveRoom:
         del self._listeners[seat]
         if self.state is not RoomState.ENDED:
             self._tasks.spawn(self.media.disconnect(seat), name=f"disconnect {seat}")
+            self._broadcast(RoomEvent("peer_state", seat=seat, state="absent"))
             self._start_grace(seat)
 
-    def _peer_states(self) -> dict[Participant, str]:
+    def peer_states(self) -> dict[Participant, str]:
+        """Each seat's peer connection state, ``absent`` where the seat has none."""
         out = {}
         for seat in Participant:
             peer = self.media.peer(seat)
@@ -197,7 +203,9 @@ class LiveRoom:
             await self.media.close()
             for attempt in range(5):
                 try:
-                    outcome = await self._waiting_room.end_room(self.hub, self.id, reason.value)
+                    outcome = await self._waiting_room.end_room(
+                        self.hub, self.id, reason.value, took_place=RoomState.ACTIVE in self.history
+                    )
                     logger.info(
                         "room %s ended (%s); token %s %s", self.id, reason, self.token_id, outcome
                     )
@@ -211,6 +219,14 @@ class LiveRoom:
     def _broadcast(self, event: RoomEvent) -> None:
         for listener in list(self._listeners.values()):
             listener(event)
+
+
+def _seat_in(record: dict[str, str], user: User) -> Participant:
+    if user.role is Role.NURSE and user.id == record["nurse"]:
+        return Participant.SPOKE
+    if user.role is Role.DOCTOR and user.id == record["doctor"]:
+        return Participant.HUB
+    raise NotAParticipant("only the nurse and the doctor of this consultation may join it")
 
 
 class RoomRegistry:
@@ -229,30 +245,34 @@ class RoomRegistry:
     def get(self, room_id: RoomId) -> LiveRoom | None:
         return self._rooms.get(room_id)
 
-    async def open(self, room_id: str) -> LiveRoom:
-        """The live room for ``room_id``, loading its record from the store on first use."""
-        from core.domain import room_hub
+    async def open(self, room_id: str, user: User) -> tuple[LiveRoom, Participant]:
+        """The live room for ``room_id`` and ``user``'s seat in it.
 
+        The room's record is loaded from the store on first use, and only for one of its two
+        participants: nobody else can make a room live on this process.
+        """
         try:
             hub = room_hub(room_id)
         except ValueError:
             raise RoomNotFound("no such consultation") from None
         rid = RoomId(room_id)
         live = self._rooms.get(rid)
-        if live is not None:
-            return live
-        record = await self._waiting_room.room(hub, rid)
-        if record is None:
-            raise RoomNotFound("no such consultation")
-        if record["state"] == RoomState.ENDED:
-            raise RoomClosed("this consultation has ended")
-        live = self._rooms.get(rid)  # another join may have loaded it meanwhile
         if live is None:
-            if self._closing:
-                raise RoomClosed("the server is shutting down")
-            live = LiveRoom(rid, hub, record, self._settings, self._waiting_room, self._removed)
-            self._rooms[rid] = live
-        return live
+            record = await self._waiting_room.room(hub, rid)
+            if record is None:
+                raise RoomNotFound("no such consultation")
+            if record["state"] == RoomState.ENDED:
+                raise RoomClosed("this consultation has ended")
+            _seat_in(record, user)
+            live = self._rooms.get(rid)  # another join may have loaded it meanwhile
+            if live is None:
+                if self._closing:
+                    raise RoomClosed("the server is shutting down")
+                live = LiveRoom(rid, hub, record, self._settings, self._waiting_room, self._removed)
+                self._rooms[rid] = live
+        if live.state is RoomState.ENDED:
+            raise RoomClosed("this consultation has ended")
+        return live, live.seat_of(user)
 
     def _removed(self, room: LiveRoom) -> None:
         self._rooms.pop(room.id, None)

@@ -235,13 +235,19 @@ class WaitingRoom:
         )
         return str(result)
 
-    async def end_room(self, hub: HubId, room_id: RoomId, reason: str) -> str:
-        """End a room; returns what became of its token (``completed`` or ``requeued``)."""
+    async def end_room(
+        self, hub: HubId, room_id: RoomId, reason: str, took_place: bool = False
+    ) -> str:
+        """End a room; returns what became of its token (``completed`` or ``requeued``).
+
+        ``took_place`` says that media flowed even if the store missed the room's activation
+        (it was unreachable then): such a consultation completes its token.
+        """
         p = prefix(hub)
         result = await self._run(
             "end_room",
             [room_key(hub, room_id), p + "queue", p + "events"],
-            [p, _ms(self._clock()), reason, STREAM_MAXLEN],
+            [p, _ms(self._clock()), reason, STREAM_MAXLEN, "1" if took_place else "0"],
         )
         return str(result[0])
 

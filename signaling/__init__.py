@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from core.appkeys import DIRECTORY, SETTINGS, STORE
 from core.directory import User
@@ -14,7 +15,7 @@ from core.settings import Settings
 from rooms import HUB_FEED, ROOMS, WAITING_ROOM
 
 from .auth import COOKIE_NAME, Accounts, AuthError, LockedOut, NewPassword
-from .messages import MAX_MESSAGE_BYTES
+from .messages import MAX_FRAME_BYTES
 from .session import Session
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if user is None:
         raise web.HTTPUnauthorized(text="sign in first")
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=MAX_MESSAGE_BYTES, autoping=True
+        heartbeat=settings.heartbeat_s, max_msg_size=MAX_FRAME_BYTES, autoping=True
     )
     await ws.prepare(request)
     session = Session(
@@ -94,9 +95,10 @@ def setup(app: web.Application, settings: Settings) -> None:
         yield
 
     async def close_sockets(app: web.Application) -> None:
+        # End the rooms first, so that everyone in one is told why before the sockets close.
+        await app[ROOMS].close()
         sessions: set[Session] = app[SESSIONS]
-        for session in list(sessions):
-            await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        await asyncio.gather(*(s.shutdown() for s in list(sessions)), return_exceptions=True)
 
     app.cleanup_ctx.append(accounts_ctx)
     app.on_shutdown.append(close_sockets)

@@ -42,10 +42,6 @@ class LockedOut(AuthError):
     code = "locked_out"
 
 
-class Forbidden(Exception):
-    code = "forbidden"
-
-
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=_MAXMEM)

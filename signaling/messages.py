@@ -21,8 +21,10 @@ from pydantic import (
 from core.domain import Sex
 
 PROTOCOL_VERSION = 1
-#: Largest websocket message accepted, in bytes; an SDP offer is about 5 KiB.
+#: Largest websocket message accepted, in bytes; an SDP offer is about 5 KiB.  A larger one
+#: gets a ``too_large`` error; one over :data:`MAX_FRAME_BYTES` closes the socket (1009).
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_FRAME_BYTES = 2 * MAX_MESSAGE_BYTES
 
 RequestId = (
     Annotated[str, StringConstraints(max_length=64), Field(strict=True)]
@@ -44,7 +46,7 @@ class ProtocolError(Exception):
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=MAX_MESSAGE_BYTES)
 
-    v: Literal[1]
+    v: Annotated[int, Field(strict=True, ge=PROTOCOL_VERSION, le=PROTOCOL_VERSION)]
     #: Chosen by the client; echoed as ``re`` in the reply or error that answers this message.
     id: RequestId | None = None
 
@@ -61,7 +63,7 @@ class PatientIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Text
-    age: Annotated[int, Field(ge=0, le=130)]
+    age: Annotated[int, Field(ge=0, le=130, strict=True)]
     sex: Sex
     complaint: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
@@ -118,7 +120,8 @@ CLIENT_TYPES = (
 
 def parse_message(raw: str | bytes) -> ClientMessage:
     """Validate one websocket message; raises :class:`ProtocolError` with a precise reason."""
-    if len(raw) > MAX_MESSAGE_BYTES:
+    size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+    if size > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
     try:
         return _CLIENT.validate_json(raw)
@@ -139,7 +142,8 @@ def _explain(exc: ValidationError, raw: str | bytes) -> ProtocolError:
     rid = doc.get("id")
     if isinstance(rid, (str, int)) and not isinstance(rid, bool):
         request_id = rid
-    if doc.get("v") != PROTOCOL_VERSION:
+    version = doc.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
         return ProtocolError(
             "bad_version", f"protocol version must be {PROTOCOL_VERSION}", request_id
         )

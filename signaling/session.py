@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from core.directory import Directory, User
 from core.domain import EndReason, HubId, Participant, Role, SpokeId, TokenId
@@ -42,7 +41,6 @@ logger = logging.getLogger(__name__)
 #: Close codes of our own (4000-4999 are for applications).
 CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
-CLOSE_ROOM_ENDED = 4010
 
 
 class Forbidden(Exception):
@@ -76,6 +74,7 @@ class Session:
         self._room: LiveRoom | None = None
         self._seat: Participant | None = None
         self._negotiating: asyncio.Lock = asyncio.Lock()
+        self._writer_task: asyncio.Task[None] | None = None
         self.label = f"{self.id}({user.username})"
 
     # ------------------------------------------------------------------ the writer
@@ -98,7 +97,7 @@ class Session:
     # ------------------------------------------------------------------ the reader
 
     async def run(self) -> None:
-        self._tasks.spawn(self._writer(), name="writer")
+        self._writer_task = self._tasks.spawn(self._writer(), name="writer")
         user = self.user
         self.post(
             m.Welcome(
@@ -222,12 +221,13 @@ class Session:
         self._require(Role.NURSE, Role.DOCTOR)
         if self._room is not None:
             raise Forbidden("this connection has already joined a consultation")
-        room = await self._rooms.open(msg.room_id)
-        seat = room.seat_of(self.user)
+        room, seat = await self._rooms.open(msg.room_id, self.user)
         token = await self._waiting_room.token(room.hub, room.token_id)
         other = self._directory.user(room.doctor if seat is Participant.SPOKE else room.nurse)
         if token is None or other is None:
             raise RoomError("this consultation's records are missing")
+        # No await from here on: the room cannot end between the seat being taken and the reply.
+        room.attach(seat, self._room_event)
         self._room, self._seat = room, seat
         place = (
             self._directory.spoke(token.spoke).name
@@ -247,7 +247,8 @@ class Session:
                 re=msg.id,
             )
         )
-        room.attach(seat, self._room_event)
+        for other_seat, state in room.peer_states().items():
+            self.post(m.PeerState(seat=other_seat.value, state=state))
         logger.info("session %s: joined room %s as %s", self.label, room.id, seat)
 
     async def _offer(self, msg: m.Offer) -> None:
@@ -265,6 +266,13 @@ class Session:
                 code = getattr(exc, "code", "negotiation_failed")
                 self.post(m.Error(code=code, message=str(exc), re=msg.id))
                 return
+            except Exception:
+                # Every offer gets an answer or an error, whatever went wrong inside aiortc.
+                logger.exception("session %s: negotiation failed", self.label)
+                self.post(
+                    m.Error(code="negotiation_failed", message="could not set up media", re=msg.id)
+                )
+                return
             self.post(m.Answer(sdp=answer, re=msg.id))
 
     def _hangup(self, msg: m.Hangup) -> None:
@@ -272,7 +280,10 @@ class Session:
         if room is None:
             raise Forbidden("not in a consultation")
         logger.info("session %s: hung up room %s", self.label, room.id)
+        # The reply to the hang-up is this session's room_ended; the other side gets a push.
+        self._room = self._seat = None
         room.end(EndReason.HANGUP)
+        self.post(m.RoomEnded(room_id=room.id, reason=EndReason.HANGUP.value, re=msg.id))
 
     def _room_event(self, event: RoomEvent) -> None:
         room = self._room
@@ -290,6 +301,15 @@ class Session:
 
     # ------------------------------------------------------------------ the end
 
+    async def shutdown(self) -> None:
+        """Server shutdown: let queued messages go out (briefly), then close the socket."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(None)
+        writer = self._writer_task
+        if writer is not None:
+            await asyncio.wait({writer}, timeout=1.0)
+        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
     async def _cleanup(self) -> None:
         if self._subscription is not None:
             self._subscription.cancel()
@@ -300,7 +320,3 @@ class Session:
             self._outbox.put_nowait(None)
         await self._tasks.close()
         logger.info("session %s: closed", self.label)
-
-
-def describe(message: Any) -> str:  # pragma: no cover - debugging aid
-    return type(message).__name__

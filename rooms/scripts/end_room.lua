@@ -2,6 +2,7 @@
 -- any media flowed gives its token back to the head of the queue, in its original place.
 -- KEYS[1] = wr:{hub}:room:<room>   KEYS[2] = wr:{hub}:queue   KEYS[3] = wr:{hub}:events
 -- ARGV: 1 prefix  2 now_ms  3 reason  4 stream_maxlen
+--       5 '1' when the server saw media flow (its activation may not have reached the store)
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == false then
   return {'missing'}
@@ -13,7 +14,7 @@ local token_id = redis.call('HGET', KEYS[1], 'token')
 local tkey = ARGV[1] .. 'token:' .. token_id
 redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_at', ARGV[2], 'end_reason', ARGV[3])
 local outcome
-if state == 'active' then
+if state == 'active' or ARGV[5] == '1' then
   redis.call('HSET', tkey, 'state', 'completed', 'ended_at', ARGV[2])
   outcome = 'completed'
 else

@@ -144,6 +144,19 @@ async def test_room_end_completes_or_requeues(room: WaitingRoom) -> None:
     assert token.state is TokenState.COMPLETED
 
 
+async def test_a_consultation_whose_activation_was_missed_still_completes(
+    room: WaitingRoom,
+) -> None:
+    a = await room.issue(AKHLASPUR, NURSE_A, patient("A"))
+    called = await room.call_next(HUB, DOCTOR, "n")
+    assert called.room is not None
+    # The store was unreachable when media came up; the server knows the call took place.
+    assert await room.end_room(HUB, called.room, "hangup", took_place=True) == "completed"
+    token = await room.token(HUB, a.id)
+    assert token is not None
+    assert token.state is TokenState.COMPLETED
+
+
 async def test_cancel_only_own_spokes_waiting_tokens(room: WaitingRoom) -> None:
     a = await room.issue(AKHLASPUR, NURSE_A, patient("A"))
     with pytest.raises(TokenNotFound):

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from rooms import ROOMS
 from server import create_app
 from tests.conftest import RedisServer
 from tests.helpers import (
@@ -77,6 +78,7 @@ async def test_only_the_paired_users_may_join_a_room(client: TestClient[Any, Any
         err = await error_for(intruder, "join", room_id=room_id)
         assert err["code"] == "not_a_participant"
         await intruder.close()
+    assert len(client.server.app[ROOMS]) == 0  # an intruder cannot make a room live
     assert (await error_for(nurse, "join", room_id="bhabua-sadar.nope"))["code"] == "room_not_found"
     assert (await error_for(nurse, "join", room_id="garbage"))["code"] == "room_not_found"
     assert (await error_for(nurse, "offer", sdp="v=0 not joined"))["code"] == "forbidden"
@@ -110,7 +112,13 @@ async def test_malformed_and_oversized_messages(client: TestClient[Any, Any]) ->
     err = await nurse.expect("error")
     assert err["code"] == "bad_message"
     assert err["re"] == 4
-    await nurse.send_raw("x" * (70 * 1024))
+    await nurse.send_raw(
+        json.dumps({"v": 1, "type": "offer", "sdp": "é" * 40_000}, ensure_ascii=False)
+    )
+    assert (await nurse.expect("error"))["code"] == "too_large"  # 80 KB once encoded
+    await nurse.send_raw(json.dumps({"v": 1.0, "type": "ping"}))
+    assert (await nurse.expect("error"))["code"] == "bad_version"
+    await nurse.send_raw("x" * (200 * 1024))
     closed = await nurse.expect("_closed")
     assert closed["code"] == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     await nurse.close()

@@ -97,9 +97,8 @@ async def test_whole_consultation(
     )
     assert in_consult["today"][0]["room_id"] == room_id
 
-    await doctor.send("hangup")
-    ended_n = await nurse.expect("room_ended")
-    ended_d = await doctor.expect("room_ended")
+    ended_d = await doctor.request("hangup", "room_ended")  # the reply to the hang-up
+    ended_n = await nurse.expect("room_ended")  # pushed to the other side
     assert ended_n["reason"] == ended_d["reason"] == "hangup"
     done = await nurse.expect("queue", where=lambda m: m["today"][0]["state"] == "completed")
     assert done["today"][0]["number"] == 1
@@ -110,6 +109,11 @@ async def test_whole_consultation(
         await asyncio.sleep(0.05)
     assert len(app[ROOMS]) == 0
     assert live.history == ["created", "active", "ended"]
+    # The room is over for good: joining again is refused, and creates nothing.
+    again = await nurse.send("join", room_id=room_id)
+    refused = await nurse.expect("error", where=lambda m: m["re"] == again)
+    assert refused["code"] == "room_ended"
+    assert len(app[ROOMS]) == 0
     assert all(
         t.readyState == "ended" for seat in live.media.outbound.values() for t in seat.values()
     )
@@ -164,6 +168,11 @@ async def test_closed_tab_ends_room_after_grace(
     # The nurse's tab closes: her socket and her peer connection go away without a hang-up.
     await spoke_peer.close()
     await nurse.close()
+    gone = await doctor.expect(
+        "peer_state",
+        where=lambda m: m["seat"] == "spoke" and m["state"] in ("absent", "closed", "failed"),
+    )
+    assert gone["state"] in ("absent", "closed", "failed")
     ended = await doctor.expect("room_ended", timeout=10)
     assert ended["reason"] == "peer_lost"
     await hub_peer.close()
