@@ -1,6 +1,7 @@
 """Setu's server: composes the packages into one aiohttp application, and the command line.
 
 python server.py [flags]            serve (see --help; every flag is also SETU_<FLAG>)
+python server.py check-config PATH  check a directory file; exits 1 on any problem
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +20,7 @@ import media
 import rooms
 import signaling
 import web as pages
+from core.checks import check_directory
 from core.directory import DirectoryError
 from core.settings import Settings, SettingsError, load_settings
 from rooms import Clock, utc_now
@@ -55,8 +58,23 @@ def _announce(settings: Settings) -> None:
     )
 
 
+def check_config(argv: Sequence[str]) -> int:
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: server.py check-config PATH", file=sys.stderr)
+        return 2
+    problems = check_directory(Path(argv[0]))
+    for problem in problems:
+        print(f"{argv[0]}: {problem}")
+    if problems:
+        return 1
+    print(f"{argv[0]}: ok")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check-config"]:
+        return check_config(argv[1:])
     try:
         settings = load_settings(argv, os.environ)
     except SettingsError as exc:

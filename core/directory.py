@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from .domain import ID_PATTERN, BlockId, HubId, Role, SpokeId, UserId
+from .service import Service
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -47,6 +48,8 @@ class Hub(_Model):
     name_hi: Name | None = None
     district: Name | None = None
     timezone: str = "Asia/Kolkata"
+    #: Daily service windows; a hub without any serves nobody (``check-config`` reports it).
+    service: Service = Field(default_factory=Service)
 
     @model_validator(mode="after")
     def _known_timezone(self) -> Self:
