@@ -27,7 +27,7 @@ class Weekday(enum.StrEnum):
     SUN = "sun"
 
     @property
-    def index(self) -> int:
+    def number(self) -> int:
         """Monday is 0, as in :meth:`datetime.date.weekday`."""
         return list(Weekday).index(self)
 

@@ -39,7 +39,7 @@ class ServiceCalendar:
         spans = [
             (w.open, w.close, w.capacity or s.capacity)
             for w in s.windows
-            if any(d.index == day.weekday() for d in w.days)
+            if any(d.number == day.weekday() for d in w.days)
         ]
         spans += [
             (e.open, e.close, e.capacity or s.capacity) for e in s.extra_days if e.date == day
