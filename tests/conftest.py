@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from core.store import Redis, open_store
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -110,6 +112,14 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flush()
         yield server.url
+
+
+@pytest.fixture
+async def store(store_url: str | None) -> AsyncIterator[Redis]:
+    """A client of the store under test (embedded, then real Redis)."""
+    client = open_store(store_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from core.directory import DEMO_DIRECTORY, Directory
 from core.domain import HubId, Sex, SpokeId, TokenId, TokenState, UserId
-from core.store import Redis, open_store
+from core.store import Redis
 from rooms import Patient, QueueEmpty, TokenNotFound, TokenNotWaiting, WaitingRoom
 
 HUB = HubId("bhabua-sadar")
@@ -37,13 +36,6 @@ def patient(name: str = "Sita Devi") -> Patient:
 def clock() -> Clock:
     # 10:00 in Bhabua (UTC+5:30).
     return Clock(datetime(2026, 11, 27, 4, 30, tzinfo=UTC))
-
-
-@pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[Redis]:
-    client = open_store(store_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

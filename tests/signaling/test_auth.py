@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from core.directory import DEMO_DIRECTORY, Directory
-from core.store import Redis, open_store
+from core.store import Redis
 from signaling.auth import Accounts, AuthError, LockedOut, hash_password, verify_password
 
 
@@ -18,13 +16,6 @@ def test_password_hashes() -> None:
     assert not verify_password("wrong horse", encoded)
     assert not verify_password("x", "garbage")
     assert hash_password("same") != hash_password("same")  # salted
-
-
-@pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[Redis]:
-    client = open_store(store_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
