@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 import core.setup
@@ -90,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("directory: %s", exc)
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # uvloop's faster datagram and timer handling cuts the per-packet cost of relaying media.
     web.run_app(
         app,
+        loop=uvloop.new_event_loop(),
         host=settings.host,
         port=settings.port,
         ssl_context=_ssl_context(settings),
