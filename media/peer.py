@@ -143,6 +143,11 @@ class Peer:
             raise NegotiationError(f"cannot answer the offer: {exc}") from exc
         return _tune_answer(self._pc.localDescription.sdp)
 
+    def hears(self, kind: str) -> bool:
+        """Whether media of ``kind`` has arrived from the browser (a keyframe can be asked for)."""
+        receiver = self.receivers.get(kind)
+        return receiver is not None and bool(receiver.getSynchronizationSources())
+
     async def request_keyframe(self, kind: str) -> None:
         receiver = self.receivers.get(kind)
         if receiver is not None and not self._closed:

@@ -38,7 +38,7 @@ class RelayStats:
 class RelayTrack(MediaStreamTrack):
     """A track of already-encoded frames, fed by :meth:`push`, read by an aiortc sender."""
 
-    def __init__(self, kind: str, request_keyframe: Callable[[], None], label: str) -> None:
+    def __init__(self, kind: str, request_keyframe: Callable[[], object], label: str) -> None:
         super().__init__()
         self.kind = kind
         self._label = label
@@ -125,16 +125,18 @@ class RelayTrack(MediaStreamTrack):
 class KeyframeLimiter:
     """Rate-limits keyframe requests towards one source (a PLI storm costs the sender)."""
 
-    def __init__(self, send: Callable[[], None], min_interval: float = 0.5) -> None:
+    def __init__(self, send: Callable[[], bool], min_interval: float = 0.5) -> None:
+        """``send`` asks the source for a keyframe and says whether a request went out."""
         self._send = send
         self._min_interval = min_interval
         self._last = -1e9
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - self._last >= self._min_interval:
+        # Only a request that went out opens the quiet interval: one that found no source
+        # (nobody sending yet) must not hold back the next.
+        if now - self._last >= self._min_interval and self._send():
             self._last = now
-            self._send()
 
 
 class SenderView(MediaStreamTrack):

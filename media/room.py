@@ -92,10 +92,12 @@ class MediaRoom:
             return  # a replaced peer connection no longer speaks for its seat
         self._on_peer_state(seat, state)
 
-    def _request_keyframe(self, source: Participant) -> None:
+    def _request_keyframe(self, source: Participant) -> bool:
         peer = self._peers.get(source)
-        if peer is not None:
-            self._tasks.spawn(peer.request_keyframe("video"), name=f"pli {source}")
+        if peer is None or not peer.hears("video"):
+            return False
+        self._tasks.spawn(peer.request_keyframe("video"), name=f"pli {source}")
+        return True
 
     async def disconnect(self, seat: Participant) -> None:
         peer = self._peers.pop(seat, None)

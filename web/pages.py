@@ -202,6 +202,16 @@ async def home_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def me(request: web.Request) -> web.StreamResponse:
+    """Who the session cookie belongs to; 401 once it has expired or the user signed out."""
+    user = current_user(request)
+    if user is None:
+        raise web.HTTPUnauthorized(text="not signed in")
+    return web.json_response(
+        {"username": user.username, "name": user.name, "role": user.role.value}
+    )
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ok": True, "node": request.app[SETTINGS].node_id})
 
@@ -218,4 +228,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get(r"/consult/{room_id:[a-z0-9-]+\.[A-Za-z0-9_-]+}", consult_page)
     r.add_get("/home", home_page)
     r.add_get("/healthz", healthz)
+    r.add_get("/me", me)
     r.add_static("/static/", STATIC, name="static", append_version=True)

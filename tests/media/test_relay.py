@@ -19,11 +19,13 @@ def frame(pts: int, key: bool = False) -> EncodedFrame:
 
 
 class Requests:
-    def __init__(self) -> None:
+    def __init__(self, sent: bool = True) -> None:
         self.count = 0
+        self.sent = sent
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
         self.count += 1
+        return self.sent
 
 
 def test_vp8_keyframe_bit() -> None:
@@ -96,3 +98,9 @@ def test_keyframe_requests_are_rate_limited() -> None:
     for _ in range(10):
         limiter()
     assert requests.count == 1
+    # A request that reached no source does not hold back the next one.
+    unsent = Requests(sent=False)
+    limiter = KeyframeLimiter(unsent, min_interval=60)
+    limiter()
+    limiter()
+    assert unsent.count == 2

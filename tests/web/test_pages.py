@@ -113,9 +113,13 @@ async def test_login_never_redirects_off_site(client: TestClient[Any, Any]) -> N
 
 async def test_logout(client: TestClient[Any, Any]) -> None:
     nurse = await login(client, NURSE)
+    me = await nurse.get(client.make_url("/me"))
+    assert (await me.json())["role"] == "nurse"
     resp = await nurse.post(client.make_url("/logout"), allow_redirects=False)
     assert resp.status == 303
     assert (await nurse.get(client.make_url("/spoke"), allow_redirects=False)).status == 303
+    # The pages' reconnect logic asks /me, and goes back to sign-in on 401.
+    assert (await nurse.get(client.make_url("/me"))).status == 401
     await nurse.close()
 
 

@@ -66,6 +66,16 @@ export class Signal extends EventTarget {
     this.retryDelay = Math.min(this.retryDelay * 2, 10000);
     setTimeout(async () => {
       if (this.closed) return;
+      // A refused upgrade looks like any other lost connection; ask whether the session ended
+      // (signed out, or expired) and if so go back to the sign-in page instead of retrying.
+      try {
+        const me = await fetch("/me", { cache: "no-store", credentials: "same-origin" });
+        if (me.status === 401) {
+          this.closed = true;
+          location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
+          return;
+        }
+      } catch { /* the server is unreachable: keep trying */ }
       try {
         const welcome = await this.connect();
         this.dispatchEvent(new CustomEvent("reconnect", { detail: welcome }));
