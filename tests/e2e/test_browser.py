@@ -1,7 +1,8 @@
 """A whole consultation in two headless Chromiums: a nurse and a doctor, through the pages.
 
-The server runs in the test's event loop on a real Redis; each user has a browser of their own
-(a persistent context on a fresh user-data directory) with Chromium's fake camera and microphone.
+The server runs in the test's event loop, on a real Redis and on the embedded store; each user
+has a browser of their own (a persistent context on a fresh user-data directory) with
+Chromium's fake camera and microphone.
 Media goes browser -> server relay -> browser; ``RTCPeerConnection.getStats()`` on each page
 proves it was decoded.
 """
@@ -172,14 +173,15 @@ def shots(tmp_path: Path) -> Path:
 
 
 async def test_consultation_in_two_browsers(
-    redis_url: str, tmp_path: Path, shots: Path, caplog: pytest.LogCaptureFixture
+    store_url: str | None, tmp_path: Path, shots: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Runs on a real Redis, and on the embedded store that `make run` uses by default."""
     require_chromium()
     caplog.set_level(logging.INFO)  # the server's story of the call, shown if the test fails
     expect.set_options(timeout=STEP_MS)
     # The production timings, so that a hiccup of a busy machine is a reconnect, not an ended call.
     settings = make_settings(
-        redis_url, data_dir=tmp_path / "data", heartbeat_s=10.0, room_grace_s=20.0
+        store_url, data_dir=tmp_path / "data", heartbeat_s=10.0, room_grace_s=20.0
     )
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1")
