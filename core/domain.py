@@ -35,6 +35,13 @@ class Sex(enum.StrEnum):
     OTHER = "other"
 
 
+class Priority(enum.StrEnum):
+    """How soon a patient should be seen; the nurse decides at registration."""
+
+    NORMAL = "normal"
+    URGENT = "urgent"
+
+
 class TokenState(enum.StrEnum):
     """Where a patient's token stands in the waiting room."""
 

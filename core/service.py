@@ -107,6 +107,9 @@ class Service(_Model):
     #: How long one consultation may last.
     consultation_minutes: Annotated[int, Field(ge=1, le=240)] = 15
     at_closing: AtClosing = AtClosing.CARRY_OVER
+    #: An urgent token goes ahead of normal ones issued up to this long before it, and no
+    #: further: a normal token that has waited longer is never overtaken (ageing).
+    urgent_advance_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 30
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

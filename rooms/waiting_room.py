@@ -18,7 +18,7 @@ from typing import Any, cast
 from redis.exceptions import NoScriptError, RedisError
 
 from core.directory import Directory
-from core.domain import HubId, RoomId, Sex, SpokeId, TokenId, TokenState, UserId
+from core.domain import HubId, Priority, RoomId, Sex, SpokeId, TokenId, TokenState, UserId
 from core.store import UNAVAILABLE, Redis, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Patient:
     sex: Sex
     complaint: str
     phone: str | None = None
+    priority: Priority = Priority.NORMAL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Token:
                 sex=Sex(h["sex"]),
                 complaint=h["complaint"],
                 phone=h.get("phone") or None,
+                priority=Priority(h.get("priority") or Priority.NORMAL),
             ),
             issued_at=_from_ms(h["issued_at"]),
             order=int(h["order"]),
@@ -167,6 +169,9 @@ class WaitingRoom:
         hub = HubId(self._directory.spoke(spoke).hub)
         now = self._clock()
         date = self.service_date(hub, now)
+        advance_ms = 0
+        if patient.priority is Priority.URGENT:
+            advance_ms = self._directory.hub(hub).service.urgent_advance_minutes * 60_000
         p = prefix(hub)
         result = await self._run(
             "issue",
@@ -185,6 +190,8 @@ class WaitingRoom:
                 patient.phone or "",
                 patient.complaint,
                 STREAM_MAXLEN,
+                patient.priority.value,
+                advance_ms,
             ],
         )
         token_id = TokenId(str(result[0]))

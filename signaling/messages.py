@@ -18,7 +18,7 @@ from pydantic import (
     ValidationError,
 )
 
-from core.domain import Sex
+from core.domain import Priority, Sex
 
 PROTOCOL_VERSION = 1
 #: Largest websocket message accepted, in bytes; an SDP offer is about 5 KiB.  A larger one
@@ -69,6 +69,7 @@ class PatientIn(BaseModel):
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
     ]
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 -]{6,20}$")] | None = None
+    priority: Priority = Priority.NORMAL
 
 
 class RegisterPatient(_In):
@@ -193,6 +194,7 @@ class PatientOut(BaseModel):
     sex: str
     complaint: str
     phone: str | None = None
+    priority: str = "normal"
 
 
 class TokenOut(BaseModel):

@@ -192,7 +192,14 @@ class Session:
         token = await self._waiting_room.issue(
             SpokeId(self.user.spoke or ""),
             self.user.id,
-            Patient(name=p.name, age=p.age, sex=p.sex, complaint=p.complaint, phone=p.phone),
+            Patient(
+                name=p.name,
+                age=p.age,
+                sex=p.sex,
+                complaint=p.complaint,
+                phone=p.phone,
+                priority=p.priority,
+            ),
         )
         self.post(m.TokenIssued(token=token_out(token, self._directory), re=msg.id))
 

@@ -25,6 +25,7 @@ def token_out(token: Token, directory: Directory, position: int | None = None) -
             sex=token.patient.sex.value,
             complaint=token.patient.complaint,
             phone=token.patient.phone,
+            priority=token.patient.priority.value,
         ),
         issued_at=token.issued_at.isoformat(),
         position=position,

@@ -48,6 +48,11 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "sex.other": {"en": "Other", "hi": "अन्य"},
     "patient.phone": {"en": "Phone (optional)", "hi": "फ़ोन (वैकल्पिक)"},
     "patient.complaint": {"en": "Chief complaint", "hi": "मुख्य शिकायत"},
+    "patient.urgent": {
+        "en": "Urgent: to be seen before routine patients",
+        "hi": "अत्यावश्यक: सामान्य मरीज़ों से पहले देखें",
+    },
+    "patient.urgent_badge": {"en": "urgent", "hi": "अत्यावश्यक"},
     "spoke.get_token": {"en": "Get token", "hi": "टोकन लें"},
     "spoke.tokens": {"en": "Today's tokens", "hi": "आज के टोकन"},
     "spoke.none": {"en": "No tokens yet today.", "hi": "आज अभी तक कोई टोकन नहीं।"},

@@ -20,7 +20,7 @@ if state == 'active' or ARGV[5] == '1' then
 else
   redis.call('HSET', tkey, 'state', 'waiting')
   redis.call('HDEL', tkey, 'doctor', 'room', 'called_at')
-  redis.call('ZADD', KEYS[2], redis.call('HGET', tkey, 'order'), token_id)
+  redis.call('ZADD', KEYS[2], redis.call('HGET', tkey, 'score'), token_id)
   outcome = 'requeued'
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', 'ended', 'token', token_id,

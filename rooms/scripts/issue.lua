@@ -4,17 +4,23 @@
 -- KEYS[4] = wr:{hub}:day:<date>   KEYS[5] = wr:{hub}:events
 -- ARGV: 1 prefix 'wr:{hub}:'  2 hub  3 date  4 spoke  5 nurse  6 now_ms  7 ttl_s
 --       8 name  9 age  10 sex  11 phone  12 complaint  13 stream_maxlen
+--       14 priority  15 advance_ms (how far ahead of its issue time the token queues)
+-- The queue's score is the moment the token counts as issued, in ms, times 1000, plus the last
+-- three digits of a hub-wide counter: first in, first out, urgent tokens counted as issued
+-- advance_ms earlier (so they overtake normal ones issued in that span, never older ones).
 local n = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 local order = redis.call('INCR', KEYS[2])
+local score = (tonumber(ARGV[6]) - tonumber(ARGV[15])) * 1000 + (order % 1000)
 local token_id = ARGV[2] .. '.' .. ARGV[3] .. '.' .. n
 local tkey = ARGV[1] .. 'token:' .. token_id
 redis.call('HSET', tkey,
   'id', token_id, 'number', n, 'hub', ARGV[2], 'date', ARGV[3], 'spoke', ARGV[4],
-  'nurse', ARGV[5], 'state', 'waiting', 'order', order, 'issued_at', ARGV[6],
+  'nurse', ARGV[5], 'state', 'waiting', 'order', order, 'score', score, 'issued_at', ARGV[6],
+  'priority', ARGV[14],
   'name', ARGV[8], 'age', ARGV[9], 'sex', ARGV[10], 'phone', ARGV[11], 'complaint', ARGV[12])
 redis.call('EXPIRE', tkey, ARGV[7])
-redis.call('ZADD', KEYS[3], order, token_id)
+redis.call('ZADD', KEYS[3], score, token_id)
 redis.call('ZADD', KEYS[4], n, token_id)
 redis.call('EXPIRE', KEYS[4], ARGV[7])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*',

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.directory import DEMO_DIRECTORY, Directory
-from core.domain import HubId, Sex, SpokeId, TokenId, TokenState, UserId
+from core.domain import HubId, Priority, Sex, SpokeId, TokenId, TokenState, UserId
 from core.store import Redis
 from rooms import Patient, QueueEmpty, TokenNotFound, TokenNotWaiting, WaitingRoom
 
@@ -176,3 +176,40 @@ async def test_keys_share_the_hub_hash_tag(room: WaitingRoom, store: Redis) -> N
     keys = [k async for k in store.scan_iter("wr:*")]
     assert keys
     assert all(k.startswith("wr:{bhabua-sadar}:") for k in keys)
+
+
+def urgent(name: str) -> Patient:
+    return Patient(
+        name=name, age=60, sex=Sex.MALE, complaint="breathless", priority=Priority.URGENT
+    )
+
+
+async def test_urgent_first_but_nobody_waits_forever(room: WaitingRoom, clock: Clock) -> None:
+    # The demo hub lets an urgent token overtake normal ones issued up to 30 minutes before it.
+    old = await room.issue(AKHLASPUR, NURSE_A, patient("waited 40 minutes"))
+    clock.now += timedelta(minutes=30)
+    recent = await room.issue(AKHLASPUR, NURSE_A, patient("waited 10 minutes"))
+    clock.now += timedelta(minutes=10)
+    first_urgent = await room.issue(SIHORIYA, NURSE_S, urgent("urgent 1"))
+    clock.now += timedelta(seconds=1)
+    second_urgent = await room.issue(SIHORIYA, NURSE_S, urgent("urgent 2"))
+    assert second_urgent.patient.priority is Priority.URGENT
+    snap = await room.snapshot(HUB)
+    assert [t.id for t in snap.waiting] == [old.id, first_urgent.id, second_urgent.id, recent.id]
+    called = [(await room.call_next(HUB, DOCTOR, "n")).id for _ in range(4)]
+    assert called == [old.id, first_urgent.id, second_urgent.id, recent.id]
+
+
+async def test_a_requeued_token_keeps_its_place(room: WaitingRoom, clock: Clock) -> None:
+    first = await room.issue(AKHLASPUR, NURSE_A, patient("A"))
+    clock.now += timedelta(minutes=1)
+    await room.issue(AKHLASPUR, NURSE_A, patient("B"))
+    clock.now += timedelta(minutes=1)
+    await room.issue(SIHORIYA, NURSE_S, urgent("C"))  # counts as issued 29 minutes earlier
+    called = await room.call_next(HUB, DOCTOR, "n")
+    assert called.patient.name == "C"
+    assert called.room is not None
+    await room.end_room(HUB, called.room, "hangup")  # never started: back in its place
+    snap = await room.snapshot(HUB)
+    assert [t.patient.name for t in snap.waiting] == ["C", "A", "B"]
+    assert snap.waiting[1].id == first.id

@@ -23,7 +23,15 @@ function render(queue) {
   body.replaceChildren(...queue.waiting.map((token) => {
     const tr = document.createElement("tr");
     tr.dataset.token = token.id;
-    tr.append(cell(token.number), cell(token.patient.name),
+    tr.dataset.priority = token.patient.priority;
+    const name = cell(token.patient.name);
+    if (token.patient.priority === "urgent") {
+      const badge = document.createElement("span");
+      badge.className = "badge urgent";
+      badge.textContent = t("patient.urgent_badge");
+      name.append(" ", badge);
+    }
+    tr.append(cell(token.number), name,
       cell(`${token.patient.age} · ${t(`sex.${token.patient.sex}`)}`),
       cell(token.patient.complaint), cell(token.spoke_name), cell(time(token.issued_at)));
     return tr;

@@ -57,6 +57,7 @@ form.addEventListener("submit", async (event) => {
     age: Number(data.get("age")),
     sex: data.get("sex"),
     complaint: data.get("complaint"),
+    priority: data.get("urgent") ? "urgent" : "normal",
   };
   if (data.get("phone")) patient.phone = data.get("phone");
   const button = form.querySelector("button[type=submit]");
