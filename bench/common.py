@@ -219,6 +219,11 @@ def write_directory(path: Path, consults: int) -> list[tuple[str, str]]:
             f'name = "Benchmark hub {i}"',
             'timezone = "Asia/Kolkata"',
             "",
+            # Open around the clock, so that a run at any hour finds the hub serving.
+            "[[hubs.service.windows]]",
+            'open = "00:00"',
+            'close = "24:00"',
+            "",
             "[[spokes]]",
             f'id = "bench-spoke-{i}"',
             f'name = "Benchmark spoke {i}"',

@@ -45,11 +45,14 @@ class Priority(enum.StrEnum):
 class TokenState(enum.StrEnum):
     """Where a patient's token stands in the waiting room."""
 
-    WAITING = "waiting"
+    SCHEDULED = "scheduled"  # issued while the hub is closed (or its window is full)
+    WAITING = "waiting"  # in the queue of an open window
+    CARRIED_OVER = "carried_over"  # still waiting at closing; first in the next window
     CALLED = "called"
     IN_CONSULTATION = "in_consultation"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # still waiting at closing, at a hub that does not carry over
 
 
 class RoomState(enum.StrEnum):

@@ -19,7 +19,10 @@ from redis.exceptions import NoScriptError, RedisError
 
 from core.directory import Directory
 from core.domain import HubId, Priority, RoomId, Sex, SpokeId, TokenId, TokenState, UserId
+from core.service import AtClosing
 from core.store import UNAVAILABLE, Redis, StoreUnavailable
+
+from .windows import OpenWindow, ServiceCalendar
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,10 @@ _SCRIPTS = Path(__file__).with_name("scripts")
 RECORD_TTL_S = 14 * 24 * 3600
 #: Approximate length kept of each hub's event stream.
 STREAM_MAXLEN = 10_000
+#: Subtracted once from the score of a token carried over to the next window, so that it comes
+#: before every token issued since (scores are issue times in ms x 1000, about 1.8e15 now; the
+#: result stays well inside a double's exact integers).
+CARRY_OFFSET = 4 * 10**15
 
 Clock = Callable[[], datetime]
 
@@ -111,6 +118,11 @@ class HubSnapshot:
     hub: HubId
     waiting: tuple[Token, ...]  # in the order they will be called
     today: tuple[Token, ...]  # every token of the service day, by number
+    #: Tokens held for the next window (carried over first, then scheduled), in order.
+    held: tuple[Token, ...] = ()
+    #: The open window's key and closing time, or ``None`` while the hub is closed.
+    window: str | None = None
+    closes_at: datetime | None = None
 
     def position(self, token_id: TokenId) -> int | None:
         for i, token in enumerate(self.waiting):
@@ -148,8 +160,28 @@ class WaitingRoom:
         self._clock = clock
         self._scripts = {
             name: store.register_script((_SCRIPTS / f"{name}.lua").read_text())
-            for name in ("issue", "call_next", "activate_room", "end_room", "cancel")
+            for name in (
+                "issue",
+                "call_next",
+                "activate_room",
+                "end_room",
+                "cancel",
+                "open_window",
+                "close_window",
+            )
         }
+
+    def calendar(self, hub: HubId) -> ServiceCalendar:
+        h = self._directory.hub(hub)
+        return ServiceCalendar(h.service, h.tz)
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def next_opening(self, hub: HubId) -> datetime | None:
+        """When the hub's next window opens (after now), if within a month."""
+        window = self.calendar(hub).next_opening(self._clock())
+        return window.start if window else None
 
     def service_date(self, hub: HubId, moment: datetime | None = None) -> str:
         """The hub's local calendar date (``YYYYMMDD``), which numbers its tokens."""
@@ -175,7 +207,15 @@ class WaitingRoom:
         p = prefix(hub)
         result = await self._run(
             "issue",
-            [p + f"seq:{date}", p + "order", p + "queue", p + f"day:{date}", p + "events"],
+            [
+                p + f"seq:{date}",
+                p + "order",
+                p + "queue",
+                p + f"day:{date}",
+                p + "events",
+                p + "window",
+                p + "held",
+            ],
             [
                 p,
                 hub,
@@ -253,8 +293,15 @@ class WaitingRoom:
         p = prefix(hub)
         result = await self._run(
             "end_room",
-            [room_key(hub, room_id), p + "queue", p + "events"],
-            [p, _ms(self._clock()), reason, STREAM_MAXLEN, "1" if took_place else "0"],
+            [room_key(hub, room_id), p + "queue", p + "events", p + "window", p + "held"],
+            [
+                p,
+                _ms(self._clock()),
+                reason,
+                STREAM_MAXLEN,
+                "1" if took_place else "0",
+                CARRY_OFFSET,
+            ],
         )
         return str(result[0])
 
@@ -263,7 +310,7 @@ class WaitingRoom:
         p = prefix(hub)
         result = await self._run(
             "cancel",
-            [p + "queue", p + "events"],
+            [p + "queue", p + "events", p + "held"],
             [p, token_id, spoke, _ms(self._clock()), STREAM_MAXLEN],
         )
         if result == "missing":
@@ -293,8 +340,10 @@ class WaitingRoom:
             async with self._store.pipeline(transaction=True) as pipe:
                 pipe.zrange(p + "queue", 0, -1)
                 pipe.zrange(p + f"day:{date}", 0, -1)
-                waiting_ids, today_ids = await pipe.execute()
-            ids = list(dict.fromkeys([*waiting_ids, *today_ids]))
+                pipe.zrange(p + "held", 0, -1)
+                pipe.hgetall(p + "window")
+                waiting_ids, today_ids, held_ids, window = await pipe.execute()
+            ids = list(dict.fromkeys([*waiting_ids, *today_ids, *held_ids]))
             async with self._store.pipeline(transaction=False) as pipe:
                 for token_id in ids:
                     pipe.hgetall(p + "token:" + token_id)
@@ -308,4 +357,56 @@ class WaitingRoom:
             hub=hub,
             waiting=tuple(tokens[TokenId(i)] for i in waiting_ids if TokenId(i) in tokens),
             today=tuple(tokens[TokenId(i)] for i in today_ids if TokenId(i) in tokens),
+            held=tuple(tokens[TokenId(i)] for i in held_ids if TokenId(i) in tokens),
+            window=window.get("key") or None,
+            closes_at=_from_ms(window["closes_at"]) if window.get("closes_at") else None,
         )
+
+    async def open_window(self, hub: HubId, window: OpenWindow) -> int:
+        """Open ``window`` at ``hub`` (idempotent); returns how many held tokens it admitted.
+
+        A different window still open is closed first, by the hub's policy.
+        """
+        p = prefix(hub)
+        keys = [p + "window", p + "queue", p + "held", p + "events"]
+        key = window.start.isoformat()
+        args: list[str | int] = [
+            p,
+            key,
+            window.capacity,
+            _ms(window.end),
+            _ms(self._clock()),
+            STREAM_MAXLEN,
+        ]
+        result = await self._run("open_window", keys, args)
+        if str(result[0]) == "other":
+            await self.close_window(hub)
+            result = await self._run("open_window", keys, args)
+        if str(result[0]) == "opened":
+            logger.info("hub %s: window %s open, %s held tokens admitted", hub, key, result[1])
+        return int(result[1]) if str(result[0]) == "opened" else 0
+
+    async def close_window(self, hub: HubId) -> int:
+        """Close the hub's open window (idempotent); returns how many tokens it carried/expired."""
+        p = prefix(hub)
+        policy = self._directory.hub(hub).service.at_closing
+        result = await self._run(
+            "close_window",
+            [p + "window", p + "queue", p + "held", p + "events"],
+            [p, policy.value, _ms(self._clock()), STREAM_MAXLEN, CARRY_OFFSET],
+        )
+        if int(result[1]):
+            logger.info(
+                "hub %s: window closed, %s waiting tokens %s",
+                hub,
+                result[1],
+                "carried over" if policy is AtClosing.CARRY_OVER else "expired",
+            )
+        return int(result[1])
+
+    async def open_window_key(self, hub: HubId) -> str | None:
+        try:
+            key = await self._store.hget(prefix(hub) + "window", "key")
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return str(key) if key else None

@@ -51,6 +51,8 @@ class ServiceCalendar:
         return sorted(out, key=lambda w: w.start)
 
     def _at(self, day: dt.date, hhmm: str) -> dt.datetime:
+        if hhmm == "24:00":  # the end of the day: midnight that starts the next
+            return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=self._tz)
         hours, minutes = (int(x) for x in hhmm.split(":"))
         return dt.datetime.combine(day, dt.time(hours, minutes), tzinfo=self._tz)
 

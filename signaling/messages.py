@@ -221,6 +221,13 @@ class QueueOut(_Out):
     #: All of today's tokens by number (a nurse sees only her spoke's).
     today: list[TokenOut]
     waiting_total: int
+    #: Tokens held for the next window: carried over first, then scheduled (a nurse sees only
+    #: her spoke's).
+    held: list[TokenOut]
+    #: Whether a service window is open now, when it closes, and when the next one opens.
+    service_open: bool
+    closes_at: str | None = None
+    opens_at: str | None = None
 
 
 class TokenIssued(_Out):

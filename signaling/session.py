@@ -181,10 +181,14 @@ class Session:
         if self._subscription is None:
             self._subscription = self._feed.subscribe(hub, self._queue_changed)
         snapshot = await self._waiting_room.snapshot(hub)
-        self.post(queue_for(self.user, snapshot, self._directory).model_copy(update={"re": msg.id}))
+        self.post(self._queue_view(snapshot).model_copy(update={"re": msg.id}))
+
+    def _queue_view(self, snapshot: HubSnapshot) -> m.QueueOut:
+        opens_at = self._waiting_room.next_opening(snapshot.hub)
+        return queue_for(self.user, snapshot, self._directory, opens_at)
 
     def _queue_changed(self, snapshot: HubSnapshot) -> None:
-        self.post(queue_for(self.user, snapshot, self._directory))
+        self.post(self._queue_view(snapshot))
 
     async def _register(self, msg: m.RegisterPatient) -> None:
         self._require(Role.NURSE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from core.directory import Directory, User
 from core.domain import Role, SpokeId
 from rooms import HubSnapshot, Token
@@ -35,7 +37,9 @@ def token_out(token: Token, directory: Directory, position: int | None = None) -
     )
 
 
-def queue_for(user: User, snapshot: HubSnapshot, directory: Directory) -> m.QueueOut:
+def queue_for(
+    user: User, snapshot: HubSnapshot, directory: Directory, opens_at: datetime | None
+) -> m.QueueOut:
     """The queue as ``user`` may see it: a doctor the whole hub, a nurse her own spoke."""
     positions = {t.id: i + 1 for i, t in enumerate(snapshot.waiting)}
     mine = (lambda t: t.spoke == user.spoke) if user.role is Role.NURSE else (lambda t: True)
@@ -46,4 +50,8 @@ def queue_for(user: User, snapshot: HubSnapshot, directory: Directory) -> m.Queu
         waiting=[token_out(t, directory, positions[t.id]) for t in snapshot.waiting if mine(t)],
         today=[token_out(t, directory, positions.get(t.id)) for t in snapshot.today if mine(t)],
         waiting_total=len(snapshot.waiting),
+        held=[token_out(t, directory) for t in snapshot.held if mine(t)],
+        service_open=snapshot.window is not None,
+        closes_at=snapshot.closes_at.isoformat() if snapshot.closes_at else None,
+        opens_at=opens_at.isoformat() if opens_at and snapshot.window is None else None,
     )

@@ -66,6 +66,28 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "state.in_consultation": {"en": "In consultation", "hi": "परामर्श में"},
     "state.completed": {"en": "Completed", "hi": "पूर्ण"},
     "state.cancelled": {"en": "Withdrawn", "hi": "वापस लिया गया"},
+    "state.scheduled": {
+        "en": "Scheduled for the next service window",
+        "hi": "अगली सेवा अवधि के लिए निर्धारित",
+    },
+    "state.carried_over": {
+        "en": "Carried over: first in the next service window",
+        "hi": "आगे बढ़ाया गया: अगली सेवा अवधि में सबसे पहले",
+    },
+    "state.expired": {
+        "en": "Expired: the service window closed",
+        "hi": "समाप्त: सेवा अवधि बंद हो गई",
+    },
+    "service.open_until": {"en": "Service open until {time}", "hi": "सेवा {time} तक खुली है"},
+    "service.closed_opens": {
+        "en": "Service is closed. It opens at {time}; tokens issued now wait for it.",
+        "hi": "सेवा अभी बंद है। यह {time} पर खुलेगी; अभी जारी टोकन तब तक प्रतीक्षा करेंगे।",
+    },
+    "service.closed": {
+        "en": "Service is closed; no window is planned in the coming month.",
+        "hi": "सेवा बंद है; अगले महीने कोई सेवा अवधि निर्धारित नहीं है।",
+    },
+    "hub.held": {"en": "{n} held for the next window", "hi": "{n} अगली सेवा अवधि के लिए रुके"},
     "hub.title": {"en": "Waiting room", "hi": "प्रतीक्षा कक्ष"},
     "hub.call_next": {"en": "Call next patient", "hi": "अगले मरीज़ को बुलाएँ"},
     "hub.waiting": {"en": "{n} waiting", "hi": "{n} प्रतीक्षा में"},

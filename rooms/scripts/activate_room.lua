@@ -1,4 +1,5 @@
 -- Media is up in a room: the room becomes active and its token "in consultation".
+-- moves: called -> in_consultation
 -- KEYS[1] = wr:{hub}:room:<room>   KEYS[2] = wr:{hub}:events
 -- ARGV: 1 prefix  2 now_ms  3 stream_maxlen
 local state = redis.call('HGET', KEYS[1], 'state')

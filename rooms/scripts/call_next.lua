@@ -1,5 +1,6 @@
 -- Call the head of a hub's queue (or one named waiting token) and open its room, atomically:
 -- two doctors calling at once never get the same token.
+-- moves: waiting -> called
 -- KEYS[1] = wr:{hub}:queue   KEYS[2] = wr:{hub}:events
 -- ARGV: 1 prefix 'wr:{hub}:'  2 doctor  3 room_id  4 now_ms  5 ttl_s  6 node  7 token_id or ''
 --       8 stream_maxlen

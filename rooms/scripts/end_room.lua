@@ -1,8 +1,13 @@
 -- End a room.  A consultation that took place completes its token; a room that ended before
--- any media flowed gives its token back to the head of the queue, in its original place.
+-- any media flowed gives its token back its original place in the queue (or, if the window
+-- has closed meanwhile, to the head of the next one).
+-- moves: called -> completed, in_consultation -> completed, called -> waiting,
+-- moves: called -> carried_over
 -- KEYS[1] = wr:{hub}:room:<room>   KEYS[2] = wr:{hub}:queue   KEYS[3] = wr:{hub}:events
+-- KEYS[4] = wr:{hub}:window        KEYS[5] = wr:{hub}:held
 -- ARGV: 1 prefix  2 now_ms  3 reason  4 stream_maxlen
 --       5 '1' when the server saw media flow (its activation may not have reached the store)
+--       6 carry offset (as in close_window.lua)
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == false then
   return {'missing'}
@@ -18,9 +23,18 @@ if state == 'active' or ARGV[5] == '1' then
   redis.call('HSET', tkey, 'state', 'completed', 'ended_at', ARGV[2])
   outcome = 'completed'
 else
-  redis.call('HSET', tkey, 'state', 'waiting')
   redis.call('HDEL', tkey, 'doctor', 'room', 'called_at')
-  redis.call('ZADD', KEYS[2], redis.call('HGET', tkey, 'score'), token_id)
+  local score = tonumber(redis.call('HGET', tkey, 'score'))
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('HSET', tkey, 'state', 'waiting')
+    redis.call('ZADD', KEYS[2], score, token_id)
+  else
+    if score >= 0 then
+      score = score - tonumber(ARGV[6])
+    end
+    redis.call('HSET', tkey, 'state', 'carried_over')
+    redis.call('ZADD', KEYS[5], score, token_id)
+  end
   outcome = 'requeued'
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', 'ended', 'token', token_id,

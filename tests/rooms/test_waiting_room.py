@@ -10,7 +10,7 @@ import pytest
 from core.directory import DEMO_DIRECTORY, Directory
 from core.domain import HubId, Priority, Sex, SpokeId, TokenId, TokenState, UserId
 from core.store import Redis
-from rooms import Patient, QueueEmpty, TokenNotFound, TokenNotWaiting, WaitingRoom
+from rooms import Patient, QueueEmpty, ServiceKeeper, TokenNotFound, TokenNotWaiting, WaitingRoom
 
 HUB = HubId("bhabua-sadar")
 AKHLASPUR, SIHORIYA = SpokeId("akhlaspur"), SpokeId("sihoriya")
@@ -39,8 +39,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def room(store: Redis, clock: Clock) -> WaitingRoom:
-    return WaitingRoom(store, Directory.load(DEMO_DIRECTORY), clock)
+async def room(store: Redis, clock: Clock) -> WaitingRoom:
+    """The demo hub's waiting room, its around-the-clock window open."""
+    waiting_room = WaitingRoom(store, Directory.load(DEMO_DIRECTORY), clock)
+    await ServiceKeeper(waiting_room, [HUB]).tick()
+    return waiting_room
 
 
 async def test_tokens_are_numbered_per_hub_per_day(room: WaitingRoom, clock: Clock) -> None:
@@ -167,7 +170,12 @@ async def test_every_change_is_in_the_hub_stream(room: WaitingRoom, store: Redis
     assert called.room is not None
     await room.end_room(HUB, called.room, "hangup")
     events = await store.xrange("wr:{bhabua-sadar}:events")
-    assert [fields["event"] for _, fields in events] == ["issued", "called", "ended"]
+    assert [fields["event"] for _, fields in events] == [
+        "window_opened",
+        "issued",
+        "called",
+        "ended",
+    ]
 
 
 async def test_keys_share_the_hub_hash_tag(room: WaitingRoom, store: Redis) -> None:

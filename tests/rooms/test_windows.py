@@ -72,7 +72,7 @@ def test_split_windows_closures_and_extra_days() -> None:
     [
         ({"windows": [{"open": "16:00", "close": "09:00"}]}, "closes before it opens"),
         ({"windows": [{"open": "9:00", "close": "16:00"}]}, "pattern"),
-        ({"windows": [{"open": "09:00", "close": "24:00"}]}, "pattern"),
+        ({"windows": [{"open": "09:00", "close": "24:30"}]}, "pattern"),
         (
             {
                 "windows": [
@@ -99,6 +99,16 @@ def test_split_windows_closures_and_extra_days() -> None:
 def test_bad_windows_are_named(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         service(**fields)
+
+
+def test_around_the_clock() -> None:
+    cal = ServiceCalendar(service(windows=[{"open": "00:00", "close": "24:00"}]), IST)
+    window = cal.window_at(at(27, 23, 59))
+    assert window is not None
+    assert window.end == at(28, 0)
+    later = cal.window_at(at(28, 0))
+    assert later is not None
+    assert later.start == at(28, 0)
 
 
 def test_no_window_means_no_service() -> None:

@@ -1,6 +1,6 @@
 // The hub dashboard: the hub's live queue and "call next".
 import { Signal } from "./signal.js";
-import { t, status, errorText } from "./i18n.js";
+import { t, status, errorText, serviceText } from "./i18n.js";
 
 const signal = new Signal();
 const body = document.getElementById("queue");
@@ -19,6 +19,12 @@ function cell(text) {
 }
 
 function render(queue) {
+  const service = document.getElementById("service");
+  service.textContent = serviceText(queue);
+  service.dataset.open = String(queue.service_open);
+  const held = document.getElementById("held");
+  held.textContent = t("hub.held", { n: queue.held.length });
+  held.hidden = queue.held.length === 0;
   count.textContent = t("hub.waiting", { n: queue.waiting_total });
   body.replaceChildren(...queue.waiting.map((token) => {
     const tr = document.createElement("tr");

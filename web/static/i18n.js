@@ -18,3 +18,14 @@ export function errorText(error) {
   const translated = t(key);
   return translated === key ? t("error.generic", { message: error.message }) : translated;
 }
+
+// The hub's service window, as the queue message states it, in the reader's words.
+export function serviceText(queue) {
+  const time = (iso) => new Date(iso).toLocaleString([], {
+    weekday: "short", hour: "2-digit", minute: "2-digit",
+  });
+  if (queue.service_open) {
+    return queue.closes_at ? t("service.open_until", { time: time(queue.closes_at) }) : "";
+  }
+  return queue.opens_at ? t("service.closed_opens", { time: time(queue.opens_at) }) : t("service.closed");
+}

@@ -1,6 +1,6 @@
 // The spoke console: register a patient, follow the spoke's tokens, join when called.
 import { Signal } from "./signal.js";
-import { t, status, errorText } from "./i18n.js";
+import { t, status, errorText, serviceText } from "./i18n.js";
 
 const signal = new Signal();
 const form = document.getElementById("register");
@@ -28,7 +28,7 @@ function tokenItem(token) {
     join.dataset.testid = "join";
     li.append(join);
   }
-  if (token.state === "waiting") {
+  if (["waiting", "scheduled", "carried_over"].includes(token.state)) {
     const cancel = document.createElement("button");
     cancel.textContent = t("token.cancel");
     cancel.addEventListener("click", () => {
@@ -40,6 +40,9 @@ function tokenItem(token) {
 }
 
 function render(queue) {
+  const service = document.getElementById("service");
+  service.textContent = serviceText(queue);
+  service.dataset.open = String(queue.service_open);
   list.replaceChildren(...queue.today.slice().reverse().map(tokenItem));
   if (!queue.today.length) {
     const li = document.createElement("li");
