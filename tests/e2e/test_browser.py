@@ -10,10 +10,12 @@ proves it was decoded.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import re
 import time
+import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -31,6 +33,7 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
+from core.directory import DEMO_DIRECTORY
 from server import create_app
 from tests.helpers import DEMO_PASSWORD, DOCTOR, NURSE, PATIENT, make_settings
 
@@ -224,7 +227,15 @@ async def language_switch(browser: Browser, base: str) -> None:
     await expect(page.locator("html")).to_have_attribute("lang", "en")
 
 
-async def consultation(nurse: Browser, doctor: Browser, base: str, shots: Path) -> None:
+async def consultation(
+    nurse: Browser,
+    doctor: Browser,
+    base: str,
+    shots: Path,
+    open_window: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """The whole flow; with ``open_window``, the token is issued while the hub is closed and
+    ``open_window`` moves the server's clock to the opening."""
     npage, dpage = nurse.page, doctor.page
     await asyncio.gather(
         sign_in(nurse, base, "/spoke", NURSE), sign_in(doctor, base, "/hub", DOCTOR)
@@ -240,8 +251,18 @@ async def consultation(nurse: Browser, doctor: Browser, base: str, shots: Path) 
     await npage.fill("#register input[name=age]", str(PATIENT["age"]))
     await npage.select_option("#register select[name=sex]", PATIENT["sex"])
     await npage.fill("#register textarea[name=complaint]", PATIENT["complaint"])
+    if open_window is not None:
+        await expect(npage.locator("[data-testid=service]")).to_contain_text("Service is closed")
     await npage.click("#register button[type=submit]")
     await expect(npage.locator("#issued")).to_have_text(f"Token 1 issued for {PATIENT['name']}.")
+    if open_window is not None:
+        status = npage.locator("[data-testid=token-status]")
+        await expect(status).to_have_text("Scheduled for the next service window")
+        await expect(dpage.locator("#held")).to_have_text("1 held for the next window")
+        await expect(dpage.locator("#call-next")).to_be_disabled()
+        await open_window()
+        # The server's keeper opens the window; both pages learn it by push.
+        await expect(npage.locator("[data-testid=service]")).to_contain_text("Service open until")
     await expect(npage.locator("[data-testid=token-status]")).to_have_text("Position 1 in queue")
 
     # The doctor's dashboard shows it without a reload: pushed over the websocket.
@@ -296,3 +317,62 @@ async def consultation(nurse: Browser, doctor: Browser, base: str, shots: Path) 
     # The nurse's console shows the token completed.
     await npage.goto(base + "/spoke")
     await expect(npage.locator("[data-testid=token-status]")).to_have_text("Completed")
+
+
+class MovableClock:
+    """The server's clock: real time, shifted by an offset the test can move forward."""
+
+    def __init__(self, start: datetime.datetime) -> None:
+        self.offset = start - datetime.datetime.now(datetime.UTC)
+
+    def __call__(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC) + self.offset
+
+    def jump_to(self, moment: datetime.datetime) -> None:
+        self.offset = moment - datetime.datetime.now(datetime.UTC)
+
+
+async def test_token_issued_before_the_window_opens_is_served_after(
+    redis_url: str, tmp_path: Path, shots: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hub open 09:00-16:00: the nurse registers at 08:59, the doctor sees her at 09:00."""
+    require_chromium()
+    caplog.set_level(logging.INFO)
+    expect.set_options(timeout=STEP_MS)
+    text = DEMO_DIRECTORY.read_text().replace(
+        'open = "00:00"\nclose = "24:00"', 'open = "09:00"\nclose = "16:00"'
+    )
+    directory = tmp_path / "directory.toml"
+    directory.write_text(text)
+    ist = zoneinfo.ZoneInfo("Asia/Kolkata")
+    today = datetime.datetime.now(ist).date()
+    opening = datetime.datetime.combine(today, datetime.time(9), tzinfo=ist)
+    clock = MovableClock(opening - datetime.timedelta(minutes=1))
+    settings = make_settings(
+        redis_url,
+        directory=directory,
+        data_dir=tmp_path / "data",
+        heartbeat_s=10.0,
+        room_grace_s=20.0,
+    )
+    server = TestServer(create_app(settings, clock=clock), host="127.0.0.1")
+    await server.start_server()
+    base = f"http://127.0.0.1:{server.port}"
+
+    async def open_window() -> None:
+        clock.jump_to(opening + datetime.timedelta(seconds=1))
+
+    try:
+        async with async_playwright() as pw, AsyncExitStack() as stack:
+            nurse = await stack.enter_async_context(
+                browser_for(pw, "nurse", tmp_path / "nurse-profile")
+            )
+            doctor = await stack.enter_async_context(
+                browser_for(pw, "doctor", tmp_path / "doctor-profile")
+            )
+            try:
+                await consultation(nurse, doctor, base, shots, open_window=open_window)
+            except (AssertionError, PlaywrightError) as exc:
+                raise AssertionError(f"{exc}\n--- {nurse.report()}\n--- {doctor.report()}") from exc
+    finally:
+        await server.close()
