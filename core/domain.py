@@ -53,6 +53,7 @@ class TokenState(enum.StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"  # still waiting at closing, at a hub that does not carry over
+    NO_SHOW = "no_show"  # called and did not join, twice; a doctor may recall it
 
 
 class RoomState(enum.StrEnum):
@@ -78,6 +79,7 @@ class EndReason(enum.StrEnum):
     HANGUP = "hangup"
     PEER_LOST = "peer_lost"
     SHUTDOWN = "shutdown"
+    NO_SHOW = "no_show"  # the spoke did not join in time
 
 
 def room_hub(room_id: str) -> HubId:

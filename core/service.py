@@ -107,6 +107,10 @@ class Service(_Model):
     #: How long one consultation may last.
     consultation_minutes: Annotated[int, Field(ge=1, le=240)] = 15
     at_closing: AtClosing = AtClosing.CARRY_OVER
+    #: How long a called spoke has to join before it counts as a no-show.
+    no_show_minutes: Annotated[int, Field(ge=1, le=60)] = 5
+    #: How many places back a first no-show (or a skipped token) goes; a second no-show drops it.
+    requeue_places: Annotated[int, Field(ge=1, le=50)] = 3
     #: An urgent token goes ahead of normal ones issued up to this long before it, and no
     #: further: a normal token that has waited longer is never overtaken (ageing).
     urgent_advance_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 30

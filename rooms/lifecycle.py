@@ -17,16 +17,19 @@ class IllegalMove(Exception):
 #: ``MOVES[a]`` is the set of states a token in state ``a`` may move to.
 MOVES: dict[S, frozenset[S]] = {
     S.SCHEDULED: frozenset({S.WAITING, S.CANCELLED}),
-    S.WAITING: frozenset({S.CALLED, S.CANCELLED, S.CARRIED_OVER, S.EXPIRED}),
+    S.WAITING: frozenset({S.CALLED, S.CANCELLED, S.CARRIED_OVER, S.EXPIRED, S.WAITING}),
     S.CARRIED_OVER: frozenset({S.WAITING, S.CANCELLED}),
     # A called token whose room ends before media flowed goes back to its place (waiting, or
     # carried over if the window closed meanwhile); one whose media flowed completes even if
     # the store missed the start.
-    S.CALLED: frozenset({S.IN_CONSULTATION, S.WAITING, S.CARRIED_OVER, S.COMPLETED}),
+    S.CALLED: frozenset({S.IN_CONSULTATION, S.WAITING, S.CARRIED_OVER, S.COMPLETED, S.NO_SHOW}),
     S.IN_CONSULTATION: frozenset({S.COMPLETED}),
     S.COMPLETED: frozenset(),
     S.CANCELLED: frozenset(),
     S.EXPIRED: frozenset(),
+    # A no-show can be recalled by a doctor when the patient turns up after all.
+    S.NO_SHOW: frozenset({S.WAITING, S.CARRIED_OVER}),
+    # Skipping moves a waiting token back a few places; its state does not change.
 }
 
 #: States in which a token is queued or held for a window, and may still be withdrawn.

@@ -102,6 +102,13 @@ class LiveRoom:
         self.media = MediaRoom(room_id, settings.ice_servers, self._peer_state)
         self.end_reason: EndReason | None = None
         self._ending: asyncio.Task[None] | None = None
+        # The spoke has the hub's no-show time from the call to join; then the room ends and
+        # the token goes a few places back (or, the second time, is dropped).
+        self._spoke_joined = False
+        if self.state is RoomState.CREATED and record.get("created_at"):
+            deadline = int(record["created_at"]) / 1000 + waiting_room.no_show_after_s(hub)
+            delay = max(0.0, deadline - waiting_room.now().timestamp())
+            self._tasks.spawn(self._no_show_timer(delay), name="no-show")
 
     def _transition(self, new: RoomState) -> None:
         if new not in _ALLOWED[self.state]:
@@ -120,6 +127,8 @@ class LiveRoom:
         previous = self._listeners.get(seat)
         self._listeners[seat] = listener
         self._cancel_grace(seat)
+        if seat is Participant.SPOKE:
+            self._spoke_joined = True
         # Listeners are bound methods: compare with ==, a new bound object is made on each access.
         if previous is not None and previous != listener:
             previous(RoomEvent("replaced", seat=seat))
@@ -176,6 +185,12 @@ class LiveRoom:
         task = self._grace.pop(seat, None)
         if task is not None:
             task.cancel()
+
+    async def _no_show_timer(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not self._spoke_joined and self.state is RoomState.CREATED:
+            logger.info("room %s: the spoke did not join in time", self.id)
+            self.end(EndReason.NO_SHOW)
 
     async def _grace_timer(self, seat: Participant) -> None:
         await asyncio.sleep(self._settings.room_grace_s)

@@ -35,6 +35,8 @@ STREAM_MAXLEN = 10_000
 #: before every token issued since (scores are issue times in ms x 1000, about 1.8e15 now; the
 #: result stays well inside a double's exact integers).
 CARRY_OFFSET = 4 * 10**15
+#: A token that misses its call this many times is dropped as a no-show.
+MAX_NO_SHOWS = 2
 
 Clock = Callable[[], datetime]
 
@@ -168,6 +170,8 @@ class WaitingRoom:
                 "cancel",
                 "open_window",
                 "close_window",
+                "skip",
+                "recall",
             )
         }
 
@@ -177,6 +181,10 @@ class WaitingRoom:
 
     def now(self) -> datetime:
         return self._clock()
+
+    def no_show_after_s(self, hub: HubId) -> float:
+        """How long a called spoke has to join its room."""
+        return self._directory.hub(hub).service.no_show_minutes * 60.0
 
     def next_opening(self, hub: HubId) -> datetime | None:
         """When the hub's next window opens (after now), if within a month."""
@@ -215,6 +223,7 @@ class WaitingRoom:
                 p + "events",
                 p + "window",
                 p + "held",
+                p + "clock",
             ],
             [
                 p,
@@ -285,12 +294,15 @@ class WaitingRoom:
     async def end_room(
         self, hub: HubId, room_id: RoomId, reason: str, took_place: bool = False
     ) -> str:
-        """End a room; returns what became of its token (``completed`` or ``requeued``).
+        """End a room; returns what became of its token: ``completed``, ``requeued`` or
+        ``no_show``.
 
         ``took_place`` says that media flowed even if the store missed the room's activation
-        (it was unreachable then): such a consultation completes its token.
+        (it was unreachable then): such a consultation completes its token.  A room ended
+        with reason ``no_show`` puts its token a few places back, or drops it the second time.
         """
         p = prefix(hub)
+        service = self._directory.hub(hub).service
         result = await self._run(
             "end_room",
             [room_key(hub, room_id), p + "queue", p + "events", p + "window", p + "held"],
@@ -301,9 +313,34 @@ class WaitingRoom:
                 STREAM_MAXLEN,
                 "1" if took_place else "0",
                 CARRY_OFFSET,
+                service.requeue_places,
+                MAX_NO_SHOWS,
             ],
         )
         return str(result[0])
+
+    async def skip(self, hub: HubId, token_id: TokenId, doctor: UserId) -> None:
+        """Move a waiting token back by the hub's ``requeue_places``."""
+        p = prefix(hub)
+        places = self._directory.hub(hub).service.requeue_places
+        result = await self._run(
+            "skip", [p + "queue", p + "events"],
+            [p, token_id, places, doctor, _ms(self._clock()), STREAM_MAXLEN],
+        )
+        if result != "ok":
+            raise TokenNotWaiting(f"token {token_id} is not waiting")
+
+    async def recall(self, hub: HubId, token_id: TokenId, doctor: UserId) -> None:
+        """Put a no-show back at the head of the queue (the patient came back)."""
+        p = prefix(hub)
+        result = await self._run(
+            "recall", [p + "queue", p + "events", p + "window", p + "held"],
+            [p, token_id, doctor, _ms(self._clock()), STREAM_MAXLEN, CARRY_OFFSET],
+        )
+        if result == "missing":
+            raise TokenNotFound(f"no token {token_id}")
+        if result != "ok":
+            raise TokenNotWaiting(f"token {token_id} is {result}; only a no-show can be recalled")
 
     async def cancel(self, spoke: SpokeId, token_id: TokenId) -> None:
         hub = HubId(self._directory.spoke(spoke).hub)

@@ -88,6 +88,16 @@ class CallNext(_In):
     token_id: Annotated[str, StringConstraints(max_length=100)] | None = None
 
 
+class SkipToken(_In):
+    type: Literal["skip_token"]
+    token_id: Annotated[str, StringConstraints(max_length=100)]
+
+
+class RecallToken(_In):
+    type: Literal["recall_token"]
+    token_id: Annotated[str, StringConstraints(max_length=100)]
+
+
 class Join(_In):
     type: Literal["join"]
     room_id: Annotated[str, StringConstraints(max_length=100)]
@@ -103,7 +113,16 @@ class Hangup(_In):
 
 
 ClientMessage = Annotated[
-    Ping | WatchQueue | RegisterPatient | CancelToken | CallNext | Join | Offer | Hangup,
+    Ping
+    | WatchQueue
+    | RegisterPatient
+    | CancelToken
+    | CallNext
+    | SkipToken
+    | RecallToken
+    | Join
+    | Offer
+    | Hangup,
     Field(discriminator="type"),
 ]
 _CLIENT = TypeAdapter(ClientMessage)
@@ -113,6 +132,8 @@ CLIENT_TYPES = (
     "register_patient",
     "cancel_token",
     "call_next",
+    "skip_token",
+    "recall_token",
     "join",
     "offer",
     "hangup",

@@ -156,6 +156,10 @@ class Session:
                 await self._cancel(msg)
             case m.CallNext():
                 await self._call_next(msg)
+            case m.SkipToken():
+                await self._skip(msg)
+            case m.RecallToken():
+                await self._recall(msg)
             case m.Join():
                 await self._join(msg)
             case m.Offer():
@@ -224,6 +228,31 @@ class Session:
         assert token.room is not None
         self.post(
             m.RoomOpened(room_id=token.room, token=token_out(token, self._directory), re=msg.id)
+        )
+
+    def _own_hub_token(self, token_id: str) -> tuple[HubId, TokenId]:
+        self._require(Role.DOCTOR)
+        hub = self._hub()
+        if not token_id.startswith(hub + "."):
+            raise Forbidden("that token belongs to another hub")
+        return hub, TokenId(token_id)
+
+    async def _skip(self, msg: m.SkipToken) -> None:
+        hub, token_id = self._own_hub_token(msg.token_id)
+        await self._waiting_room.skip(hub, token_id, self.user.id)
+        self.post(
+            self._queue_view(await self._waiting_room.snapshot(hub)).model_copy(
+                update={"re": msg.id}
+            )
+        )
+
+    async def _recall(self, msg: m.RecallToken) -> None:
+        hub, token_id = self._own_hub_token(msg.token_id)
+        await self._waiting_room.recall(hub, token_id, self.user.id)
+        self.post(
+            self._queue_view(await self._waiting_room.snapshot(hub)).model_copy(
+                update={"re": msg.id}
+            )
         )
 
     # ------------------------------------------------------------------ consultation

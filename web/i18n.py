@@ -87,6 +87,22 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "Service is closed; no window is planned in the coming month.",
         "hi": "सेवा बंद है; अगले महीने कोई सेवा अवधि निर्धारित नहीं है।",
     },
+    "hub.call_this": {"en": "Call", "hi": "बुलाएँ"},
+    "hub.skip": {"en": "Skip", "hi": "बाद में"},
+    "hub.recall": {"en": "Recall", "hi": "फिर से बुलाएँ"},
+    "state.no_show": {"en": "Did not join", "hi": "नहीं जुड़े"},
+    "consult.ended_no_show": {
+        "en": "The patient did not join in time. The token goes a few places back in the queue.",
+        "hi": "मरीज़ समय पर नहीं जुड़े। टोकन कतार में कुछ स्थान पीछे चला गया है।",
+    },
+    "consult.ended_peer_lost": {
+        "en": "The consultation ended: the other side's connection was lost.",
+        "hi": "परामर्श समाप्त: दूसरी ओर का संपर्क टूट गया।",
+    },
+    "consult.ended_shutdown": {
+        "en": "The consultation ended: the server is restarting.",
+        "hi": "परामर्श समाप्त: सर्वर फिर से शुरू हो रहा है।",
+    },
     "hub.held": {"en": "{n} held for the next window", "hi": "{n} अगली सेवा अवधि के लिए रुके"},
     "hub.title": {"en": "Waiting room", "hi": "प्रतीक्षा कक्ष"},
     "hub.call_next": {"en": "Call next patient", "hi": "अगले मरीज़ को बुलाएँ"},
@@ -131,6 +147,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "hi": "कतार सेवा अभी उपलब्ध नहीं है। थोड़ी देर बाद कोशिश करें।",
     },
     "error.queue_empty": {"en": "Nobody is waiting.", "hi": "कोई प्रतीक्षा में नहीं है।"},
+    "error.token_not_waiting": {
+        "en": "That token is no longer waiting.",
+        "hi": "वह टोकन अब प्रतीक्षा में नहीं है।",
+    },
     "error.room_ended": {"en": "This consultation has ended.", "hi": "यह परामर्श समाप्त हो चुका है।"},
     "error.not_a_participant": {
         "en": "You are not part of this consultation.",

@@ -2,12 +2,15 @@
 -- any media flowed gives its token back its original place in the queue (or, if the window
 -- has closed meanwhile, to the head of the next one).
 -- moves: called -> completed, in_consultation -> completed, called -> waiting,
--- moves: called -> carried_over
+-- moves: called -> carried_over, called -> no_show
+-- A room that ends because the spoke never joined (reason 'no_show') puts its token a few
+-- places back the first time, and marks it a no-show the second.
 -- KEYS[1] = wr:{hub}:room:<room>   KEYS[2] = wr:{hub}:queue   KEYS[3] = wr:{hub}:events
 -- KEYS[4] = wr:{hub}:window        KEYS[5] = wr:{hub}:held
 -- ARGV: 1 prefix  2 now_ms  3 reason  4 stream_maxlen
 --       5 '1' when the server saw media flow (its activation may not have reached the store)
 --       6 carry offset (as in close_window.lua)
+--       7 places a first no-show goes back  8 no-shows after which a token is dropped
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == false then
   return {'missing'}
@@ -22,9 +25,34 @@ local outcome
 if state == 'active' or ARGV[5] == '1' then
   redis.call('HSET', tkey, 'state', 'completed', 'ended_at', ARGV[2])
   outcome = 'completed'
+elseif ARGV[3] == 'no_show'
+    and redis.call('HINCRBY', tkey, 'no_shows', 1) >= tonumber(ARGV[8]) then
+  redis.call('HSET', tkey, 'state', 'no_show', 'ended_at', ARGV[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', 'no_show',
+    'token', token_id, 'spoke', redis.call('HGET', KEYS[1], 'spoke'), 'at', ARGV[2])
+  outcome = 'no_show'
 else
   redis.call('HDEL', tkey, 'doctor', 'room', 'called_at')
   local score = tonumber(redis.call('HGET', tkey, 'score'))
+  if ARGV[3] == 'no_show' and redis.call('EXISTS', KEYS[4]) == 1 then
+    -- Behind the next few waiting tokens: between the k-th and the (k+1)-th.
+    local k = tonumber(ARGV[7])
+    local around = redis.call('ZRANGE', KEYS[2], k - 1, k, 'WITHSCORES')
+    if #around == 4 then
+      score = (tonumber(around[2]) + tonumber(around[4])) / 2
+    elseif #around == 2 then
+      score = tonumber(around[2]) + 1
+    else
+      local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+      if #last == 2 and tonumber(last[2]) >= score then
+        score = tonumber(last[2]) + 1
+      end
+    end
+    redis.call('HSET', tkey, 'score', score)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', 'no_show',
+      'token', token_id, 'spoke', redis.call('HGET', KEYS[1], 'spoke'), 'requeued', '1',
+      'at', ARGV[2])
+  end
   if redis.call('EXISTS', KEYS[4]) == 1 then
     redis.call('HSET', tkey, 'state', 'waiting')
     redis.call('ZADD', KEYS[2], score, token_id)

@@ -4,17 +4,30 @@
 -- Every key touched shares the {hub} hash tag of KEYS[1], so the script runs on Redis Cluster.
 -- KEYS[1] = wr:{hub}:seq:<date>   KEYS[2] = wr:{hub}:order   KEYS[3] = wr:{hub}:queue
 -- KEYS[4] = wr:{hub}:day:<date>   KEYS[5] = wr:{hub}:events  KEYS[6] = wr:{hub}:window
--- KEYS[7] = wr:{hub}:held
+-- KEYS[7] = wr:{hub}:held       KEYS[8] = wr:{hub}:clock
 -- ARGV: 1 prefix 'wr:{hub}:'  2 hub  3 date  4 spoke  5 nurse  6 now_ms  7 ttl_s
 --       8 name  9 age  10 sex  11 phone  12 complaint  13 stream_maxlen
 --       14 priority  15 advance_ms (how far ahead of its issue time the token queues)
--- The queue's score is the moment the token counts as issued, in ms, times 1000, plus the last
--- three digits of a hub-wide counter: first in, first out, urgent tokens counted as issued
+-- The queue's score is the moment the token counts as issued, in ms, times 1000, plus its rank
+-- among the tokens of that millisecond: first in, first out, urgent tokens counted as issued
 -- advance_ms earlier (so they overtake normal ones issued in that span, never older ones).
+-- The hub's issue clock never goes back, even if a server's clock does.
 local n = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 local order = redis.call('INCR', KEYS[2])
-local score = (tonumber(ARGV[6]) - tonumber(ARGV[15])) * 1000 + (order % 1000)
+local last = redis.call('HMGET', KEYS[8], 'ms', 'n')
+local ms = tonumber(ARGV[6])
+local rank = 0
+if last[1] and tonumber(last[1]) >= ms then
+  ms = tonumber(last[1])
+  rank = tonumber(last[2]) + 1
+  if rank >= 1000 then
+    ms = ms + 1
+    rank = 0
+  end
+end
+redis.call('HSET', KEYS[8], 'ms', ms, 'n', rank)
+local score = (ms - tonumber(ARGV[15])) * 1000 + rank
 local token_id = ARGV[2] .. '.' .. ARGV[3] .. '.' .. n
 local tkey = ARGV[1] .. 'token:' .. token_id
 local window = redis.call('HMGET', KEYS[6], 'key', 'capacity', 'admitted')

@@ -25,6 +25,7 @@ def declared_moves() -> dict[str, list[tuple[str, str]]]:
 def test_every_state_has_an_entry() -> None:
     assert set(MOVES) == set(TokenState)
     assert {TokenState.COMPLETED, TokenState.CANCELLED, TokenState.EXPIRED} == FINAL
+    assert TokenState.NO_SHOW not in FINAL  # a doctor may recall it
     assert set(MOVES) >= PENDING
 
 
@@ -38,6 +39,8 @@ def test_scripts_make_only_lifecycle_moves() -> None:
         "cancel.lua",
         "open_window.lua",
         "close_window.lua",
+        "skip.lua",
+        "recall.lua",
     ):
         assert moves[name], f"{name} declares no moves"
     for name, pairs in moves.items():

@@ -221,3 +221,44 @@ async def test_a_requeued_token_keeps_its_place(room: WaitingRoom, clock: Clock)
     snap = await room.snapshot(HUB)
     assert [t.patient.name for t in snap.waiting] == ["C", "A", "B"]
     assert snap.waiting[1].id == first.id
+
+
+async def test_skip_moves_a_token_back(room: WaitingRoom) -> None:
+    tokens = [await room.issue(AKHLASPUR, NURSE_A, patient(f"P{i}")) for i in range(5)]
+    await room.skip(HUB, tokens[0].id, DOCTOR)  # the demo hub's requeue_places is 3
+    snap = await room.snapshot(HUB)
+    assert [t.patient.name for t in snap.waiting] == ["P1", "P2", "P3", "P0", "P4"]
+    await room.skip(HUB, tokens[4].id, DOCTOR)  # already last: stays last
+    snap = await room.snapshot(HUB)
+    assert snap.waiting[-1].id == tokens[4].id
+    await room.skip(HUB, tokens[3].id, DOCTOR)  # fewer than 3 behind it: goes last
+    snap = await room.snapshot(HUB)
+    assert [t.patient.name for t in snap.waiting] == ["P1", "P2", "P0", "P4", "P3"]
+    with pytest.raises(TokenNotWaiting):
+        await room.skip(HUB, TokenId("bhabua-sadar.20261127.99"), DOCTOR)
+
+
+async def test_no_show_goes_back_then_drops_and_can_be_recalled(room: WaitingRoom) -> None:
+    tokens = [await room.issue(AKHLASPUR, NURSE_A, patient(f"P{i}")) for i in range(5)]
+    first = await room.call_next(HUB, DOCTOR, "n")
+    assert first.room is not None
+    assert await room.end_room(HUB, first.room, "no_show") == "requeued"
+    snap = await room.snapshot(HUB)
+    assert [t.patient.name for t in snap.waiting] == ["P1", "P2", "P3", "P0", "P4"]
+    assert snap.waiting[3].state is TokenState.WAITING
+    again = await room.call_next(HUB, DOCTOR, "n", tokens[0].id)
+    assert again.room is not None
+    assert await room.end_room(HUB, again.room, "no_show") == "no_show"
+    token = await room.token(HUB, tokens[0].id)
+    assert token is not None
+    assert token.state is TokenState.NO_SHOW
+    assert tokens[0].id not in [t.id for t in (await room.snapshot(HUB)).waiting]
+    # The patient turns up after all: a doctor recalls the token to the head of the queue.
+    await room.recall(HUB, tokens[0].id, DOCTOR)
+    snap = await room.snapshot(HUB)
+    assert snap.waiting[0].id == tokens[0].id
+    assert snap.waiting[0].state is TokenState.WAITING
+    with pytest.raises(TokenNotWaiting):
+        await room.recall(HUB, tokens[1].id, DOCTOR)  # not a no-show
+    with pytest.raises(TokenNotFound):
+        await room.recall(HUB, TokenId("bhabua-sadar.20261127.99"), DOCTOR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import threading
 from typing import Any
@@ -205,5 +206,59 @@ async def test_consultation_on_embedded_store(aiohttp_client: AiohttpClient, sto
     await doctor.expect("room_ended")
     for p in (spoke_peer, hub_peer):
         await p.close()
+    await nurse.close()
+    await doctor.close()
+
+
+class MovableClock:
+    """Real time shifted by an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = datetime.timedelta()
+
+    def __call__(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC) + self.offset
+
+
+async def test_a_spoke_that_does_not_join_is_a_no_show(
+    aiohttp_client: AiohttpClient, redis_url: str
+) -> None:
+    clock = MovableClock()
+    client = await aiohttp_client(create_app(make_settings(redis_url), clock=clock))
+    nurse, doctor, room_id = await register_and_call(client)
+    # Just before the demo hub's 5 minutes to join run out.
+    clock.offset = datetime.timedelta(minutes=5) - datetime.timedelta(seconds=1.5)
+    await doctor.request("join", "joined", room_id=room_id)
+    ended = await doctor.expect("room_ended", timeout=10)
+    assert ended["reason"] == "no_show"
+    # Nobody else waits, so the token goes back to the queue (a few places back, at its end).
+    back = await doctor.expect("queue", where=lambda m: len(m["waiting"]) == 1)
+    assert back["waiting"][0]["state"] == "waiting"
+    await nurse.close()
+    await doctor.close()
+
+
+async def test_doctors_skip_and_recall_over_the_protocol(
+    aiohttp_client: AiohttpClient, redis_url: str
+) -> None:
+    client = await start(aiohttp_client, redis_url)
+    nurse, doctor = ProtocolClient(client, NURSE), ProtocolClient(client, DOCTOR)
+    await nurse.connect()
+    await doctor.connect()
+    ids = [
+        (await nurse.request("register_patient", "token_issued", patient=PATIENT))["token"]["id"]
+        for _ in range(3)
+    ]
+    queue = await doctor.request("skip_token", "queue", token_id=ids[0])
+    assert [t["id"] for t in queue["waiting"]] == [ids[1], ids[2], ids[0]]
+    rid = await nurse.send("skip_token", token_id=ids[0])
+    refused = await nurse.expect("error", where=lambda m: m["re"] == rid)
+    assert refused["code"] == "forbidden"
+    rid = await doctor.send("recall_token", token_id=ids[1])
+    refused = await doctor.expect("error", where=lambda m: m["re"] == rid)
+    assert refused["code"] == "token_not_waiting"  # only a no-show can be recalled
+    rid = await doctor.send("skip_token", token_id="other-hub.20261127.1")
+    refused = await doctor.expect("error", where=lambda m: m["re"] == rid)
+    assert refused["code"] == "forbidden"
     await nurse.close()
     await doctor.close()

@@ -89,9 +89,15 @@ async function join() {
   await negotiate();
 }
 
-function finish() {
+function finish(detail) {
   if (ended) return;
   ended = true;
+  const reason = detail && detail.reason;
+  if (reason && reason !== "hangup") {
+    const key = `consult.ended_${reason}`;
+    const text = t(key);
+    if (text !== key) document.querySelector("#ended p").textContent = text;
+  }
   signal.close();
   closePeer();
   if (local) local.getTracks().forEach((track) => track.stop());

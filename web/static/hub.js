@@ -37,9 +37,14 @@ function render(queue) {
       badge.textContent = t("patient.urgent_badge");
       name.append(" ", badge);
     }
+    const actions = document.createElement("td");
+    actions.append(
+      action(t("hub.call_this"), () => callToken(token.id)),
+      action(t("hub.skip"), () => tokenAction("skip_token", token.id)),
+    );
     tr.append(cell(token.number), name,
       cell(`${token.patient.age} · ${t(`sex.${token.patient.sex}`)}`),
-      cell(token.patient.complaint), cell(token.spoke_name), cell(time(token.issued_at)));
+      cell(token.patient.complaint), cell(token.spoke_name), cell(time(token.issued_at)), actions);
     return tr;
   }));
   empty.hidden = queue.waiting.length > 0;
@@ -56,8 +61,36 @@ function render(queue) {
       back.textContent = t("hub.rejoin");
       li.append(" ", back);
     }
+    if (token.state === "no_show") {
+      li.append(" ", action(t("hub.recall"), () => tokenAction("recall_token", token.id)));
+    }
     return li;
   }));
+}
+
+function action(label, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = label;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+async function tokenAction(type, tokenId) {
+  try {
+    await signal.send(type, { token_id: tokenId });
+  } catch (e) {
+    status(errorText(e), "error");
+  }
+}
+
+async function callToken(tokenId) {
+  try {
+    const reply = await signal.send("call_next", { token_id: tokenId });
+    location.assign(`/consult/${reply.room_id}`);
+  } catch (e) {
+    status(errorText(e), "error");
+  }
 }
 
 callNext.addEventListener("click", async () => {
