@@ -107,33 +107,39 @@ def _describe_one(err: ErrorDetails) -> str:
 
 
 def service_toml(service: Service) -> str:
-    """``service`` as the directory's ``[hubs.service]`` section."""
+    """``service`` as the directory's ``[hubs.service]`` section (every field, so that saving
+    the text back changes nothing)."""
+    data = service.model_dump(mode="json", exclude_none=True)
     lines = [f"[{_SECTION}]"]
-    lines += [
-        f"capacity = {service.capacity}",
-        f"consultation_minutes = {service.consultation_minutes}",
-        f"at_closing = {_string(service.at_closing.value)}",
-        f"urgent_advance_minutes = {service.urgent_advance_minutes}",
-    ]
-    for window in service.windows:
-        lines += ["", f"[[{_SECTION}.windows]]"]
-        lines.append("days = [" + ", ".join(_string(d.value) for d in window.days) + "]")
-        lines += [f"open = {_string(window.open)}", f"close = {_string(window.close)}"]
-        if window.capacity is not None:
-            lines.append(f"capacity = {window.capacity}")
-    for closure in service.closures:
-        lines += ["", f"[[{_SECTION}.closures]]"]
-        lines += [f"date = {_string(closure.date.isoformat())}"]
-        lines += [f"reason = {_string(closure.reason)}"]
-    for extra in service.extra_days:
-        lines += ["", f"[[{_SECTION}.extra_days]]"]
-        lines += [f"date = {_string(extra.date.isoformat())}"]
-        lines += [f"open = {_string(extra.open)}", f"close = {_string(extra.close)}"]
-        if extra.capacity is not None:
-            lines.append(f"capacity = {extra.capacity}")
-        if extra.reason is not None:
-            lines.append(f"reason = {_string(extra.reason)}")
+    for key, value in data.items():
+        if value == [] and Service.model_fields[key].default == ():
+            continue
+        if not _is_tables(value):
+            lines.append(f"{key} = {_value(value)}")
+    for key, value in data.items():
+        if _is_tables(value):
+            for item in value:
+                lines += ["", f"[[{_SECTION}.{key}]]"]
+                lines += [f"{k} = {_value(v)}" for k, v in item.items()]
     return "\n".join(lines) + "\n"
+
+
+def _is_tables(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(i, dict) for i in value)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r}")
 
 
 def _string(text: str) -> str:

@@ -7,6 +7,7 @@ the relay tracks stay, so the other side only sees a short gap.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -36,6 +37,8 @@ class MediaRoom:
         self._on_peer_state = on_peer_state
         self._tasks = TaskOwner(f"media {label}")
         self._peers: dict[Participant, Peer] = {}
+        self._seat_locks = {seat: asyncio.Lock() for seat in Participant}
+        self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
         #: ``outbound[seat][kind]`` is what ``seat`` receives: the other seat's media.
         self.outbound: dict[Participant, dict[str, RelayTrack]] = {}
@@ -57,11 +60,17 @@ class MediaRoom:
 
     async def connect(self, seat: Participant, offer_sdp: str) -> str:
         """Answer a seat's offer, replacing the seat's previous peer connection if any."""
+        # One negotiation per seat at a time: a late offer from a replaced page waits its turn
+        # instead of racing the new page's, and each removes only its own peer.
+        async with self._seat_locks[seat]:
+            return await self._connect(seat, offer_sdp)
+
+    async def _connect(self, seat: Participant, offer_sdp: str) -> str:
         if self._closed:
             raise RuntimeError("media room is closed")
         old = self._peers.pop(seat, None)
         if old is not None:
-            await old.close()
+            await self._close_peer(old)
             if self._closed:
                 raise RuntimeError("media room is closed")
         peer = Peer(
@@ -76,8 +85,9 @@ class MediaRoom:
         try:
             answer = await peer.answer(offer_sdp)
         except BaseException:
-            self._peers.pop(seat, None)
-            await peer.close()
+            if self._peers.get(seat) is peer:
+                del self._peers[seat]
+            await self._close_peer(peer)
             raise
         # A new receiver can only start decoding from a keyframe.
         self.outbound[seat]["video"].restart_from_keyframe()
@@ -99,10 +109,18 @@ class MediaRoom:
         self._tasks.spawn(peer.request_keyframe("video"), name=f"pli {source}")
         return True
 
+    async def _close_peer(self, peer: Peer) -> None:
+        """Close a peer connection to the end even if the caller is cancelled meanwhile: a
+        half-closed one would keep its sockets and threads.  :meth:`close` waits for these."""
+        task = asyncio.ensure_future(peer.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        await asyncio.shield(task)
+
     async def disconnect(self, seat: Participant) -> None:
         peer = self._peers.pop(seat, None)
         if peer is not None:
-            await peer.close()
+            await self._close_peer(peer)
 
     async def close(self) -> None:
         """Close both peer connections and every relay track (idempotent)."""
@@ -114,5 +132,7 @@ class MediaRoom:
         for tracks in self.outbound.values():
             for track in tracks.values():
                 track.stop()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self._tasks.close()
         logger.info("media room %s closed", self.label)

@@ -1,4 +1,5 @@
-"""Rooms: the waiting room (tokens and queues in Redis) and the live consultation rooms."""
+"""Rooms: the waiting room (tokens and queues in Redis), the hubs' service windows and the live
+consultation rooms."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from core.settings import Settings
 from core.store import StoreUnavailable
 
 from .feed import HubFeed, Subscription
+from .figures import DayFigures, Figures, QueuePoint
 from .keeper import ServiceKeeper
 from .registry import (
     IllegalTransition,
@@ -23,6 +25,15 @@ from .registry import (
     RoomEvent,
     RoomNotFound,
     RoomRegistry,
+)
+from .service_config import (
+    EffectiveService,
+    InvalidService,
+    Override,
+    ServiceConfigError,
+    ServiceConfigs,
+    StaleRevision,
+    UnknownHub,
 )
 from .waiting_room import (
     Clock,
@@ -43,30 +54,44 @@ WAITING_ROOM = web.AppKey("waiting_room", WaitingRoom)
 SERVICE_KEEPER = web.AppKey("service_keeper", ServiceKeeper)
 HUB_FEED = web.AppKey("hub_feed", HubFeed)
 ROOMS = web.AppKey("rooms", RoomRegistry)
+SERVICE_CONFIGS = web.AppKey("service_configs", ServiceConfigs)
+FIGURES = web.AppKey("figures", Figures)
 
 __all__ = [
+    "FIGURES",
     "HUB_FEED",
     "ROOMS",
+    "SERVICE_CONFIGS",
     "SERVICE_KEEPER",
     "WAITING_ROOM",
     "Clock",
+    "DayFigures",
+    "EffectiveService",
+    "Figures",
     "HubFeed",
     "HubSnapshot",
     "IllegalTransition",
+    "InvalidService",
     "LiveRoom",
     "NotAParticipant",
+    "Override",
     "Patient",
     "QueueEmpty",
+    "QueuePoint",
     "RoomClosed",
     "RoomError",
     "RoomEvent",
     "RoomNotFound",
     "RoomRegistry",
+    "ServiceConfigError",
+    "ServiceConfigs",
     "ServiceKeeper",
+    "StaleRevision",
     "Subscription",
     "Token",
     "TokenNotFound",
     "TokenNotWaiting",
+    "UnknownHub",
     "WaitingRoom",
     "WaitingRoomError",
     "setup",
@@ -79,14 +104,18 @@ def setup(app: web.Application, settings: Settings, clock: Clock = utc_now) -> N
         directory = app[DIRECTORY]
         waiting_room = WaitingRoom(app[STORE], directory, clock)
         hubs = [HubId(h) for h in directory.hubs]
-        feed = HubFeed(app[STORE], waiting_room, hubs)
-        keeper = ServiceKeeper(waiting_room, hubs)
+        configs = ServiceConfigs(app[STORE], directory, clock)
+        feed = HubFeed(app[STORE], waiting_room, hubs, on_service_changed=configs.refresh)
+        keeper = ServiceKeeper(waiting_room, hubs, configs=configs)
         registry = RoomRegistry(settings, waiting_room)
         app[WAITING_ROOM] = waiting_room
+        app[SERVICE_CONFIGS] = configs
+        app[FIGURES] = Figures(app[STORE], waiting_room, directory)
         app[HUB_FEED] = feed
         app[ROOMS] = registry
         app[SERVICE_KEEPER] = keeper
-        # Windows are open in the store before the first request is served.
+        # Live service edits are read and windows are open in the store before the first
+        # request is served (the keeper's first tick loads the edits).
         try:
             await keeper.tick()
         except StoreUnavailable as exc:

@@ -3,7 +3,8 @@ snapshots to the people watching that hub on this process.
 
 One task per process reads all hubs' streams (``XREAD BLOCK``).  For each batch it reads a
 hub's snapshot once and hands it to every local subscriber; subscribers only post to their own
-bounded outbox, so a slow browser never delays the others.
+bounded outbox, so a slow browser never delays the others.  A ``service_changed`` entry (an
+administrator's edit) is passed on first, so the snapshots that follow see the new service.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.domain import HubId
 from core.store import UNAVAILABLE, Redis, StoreUnavailable
 from core.tasks import TaskOwner
 
+from .service_config import SERVICE_CHANGED
 from .waiting_room import HubSnapshot, WaitingRoom, events_key
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 READ_BLOCK_MS = 1000
 
 Subscriber = Callable[[HubSnapshot], None]
+#: Told which hubs' service changed, before their snapshots are published.
+ServiceListener = Callable[[list[HubId]], Awaitable[None]]
 
 
 class Subscription:
@@ -42,8 +46,15 @@ class Subscription:
 class HubFeed:
     """Follows hub event streams and fans snapshots out to local subscribers."""
 
-    def __init__(self, store: Redis, waiting_room: WaitingRoom, hubs: list[HubId]) -> None:
+    def __init__(
+        self,
+        store: Redis,
+        waiting_room: WaitingRoom,
+        hubs: list[HubId],
+        on_service_changed: ServiceListener | None = None,
+    ) -> None:
         self._store = store
+        self._on_service_changed = on_service_changed
         self._waiting_room = waiting_room
         self._hubs = hubs
         self._subscribers: dict[HubId, set[Subscription]] = {hub: set() for hub in hubs}
@@ -99,11 +110,26 @@ class HubFeed:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except Exception:
+                # Whatever went wrong, the feed must go on: every page's live queue rests on it.
+                logger.exception("hub feed: unexpected error; starting again")
+                last = {}
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                continue
             changed: list[HubId] = []
+            reconfigured: list[HubId] = []
             for stream, entries in batch or []:
                 if entries:
                     last[stream] = entries[-1][0]
-                    changed.append(HubId(stream.split("{", 1)[1].split("}", 1)[0]))
+                    hub = HubId(stream.split("{", 1)[1].split("}", 1)[0])
+                    changed.append(hub)
+                    if any(fields.get("event") == SERVICE_CHANGED for _, fields in entries):
+                        reconfigured.append(hub)
+            if reconfigured and self._on_service_changed is not None:
+                # Should the store fail here, the keeper's periodic refresh catches up.
+                with contextlib.suppress(StoreUnavailable):
+                    await self._on_service_changed(reconfigured)
             await self._publish(changed)
 
     async def _publish(self, hubs: list[HubId]) -> None:

@@ -3,11 +3,16 @@
 Every server process runs one; the scripts it calls are idempotent, so several keepers agree
 without any coordination of their own.  Tests call :meth:`ServiceKeeper.tick` after moving
 their clock instead of waiting for the loop.
+
+Given the :class:`~rooms.service_config.ServiceConfigs`, the keeper follows each hub's
+effective service (an administrator's live edit, or the directory's) and refreshes it from the
+store at most every few seconds; without them it follows the directory, as the waiting room does.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 import contextlib
 import logging
 
@@ -15,7 +20,9 @@ from core.domain import HubId
 from core.store import StoreUnavailable
 from core.tasks import TaskOwner
 
+from .service_config import ServiceConfigs
 from .waiting_room import WaitingRoom
+from .windows import ServiceCalendar
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +30,15 @@ TICK_S = 1.0
 
 
 class ServiceKeeper:
-    def __init__(self, waiting_room: WaitingRoom, hubs: list[HubId], tick_s: float = TICK_S):
+    def __init__(
+        self,
+        waiting_room: WaitingRoom,
+        hubs: list[HubId],
+        tick_s: float = TICK_S,
+        configs: ServiceConfigs | None = None,
+    ):
         self._waiting_room = waiting_room
+        self._configs = configs
         self._hubs = hubs
         self._tick_s = tick_s
         self._tasks = TaskOwner("service-keeper")
@@ -40,14 +54,33 @@ class ServiceKeeper:
 
     async def tick(self) -> None:
         """Bring every hub's open window in the store in line with the clock, once."""
+        if self._configs is not None:
+            await self._configs.refresh_if_stale()
         now = self._waiting_room.now()
         for hub in self._hubs:
-            window = self._waiting_room.calendar(hub).window_at(now)
-            current = await self._waiting_room.open_window_key(hub)
-            if window is not None and current != window.start.isoformat():
+            calendar = self._calendar(hub)
+            window = calendar.window_at(now)
+            current = await self._waiting_room.open_window_span(hub)
+            if current is not None and (window is None or current[0] != window.start.isoformat()):
+                # Close what the store has open, at its own time; before it only if the hub's
+                # hours no longer have that window (an edit), never because our clock lags.
+                key, closes_at = current
+                planned = any(
+                    w.start.isoformat() == key and w.end == closes_at
+                    for w in calendar.windows_on(closes_at.astimezone(calendar.tz).date())
+                    + calendar.windows_on(
+                        (closes_at - timedelta(seconds=1)).astimezone(calendar.tz).date()
+                    )
+                )
+                await self._waiting_room.close_window(hub, early=not planned)
+                current = await self._waiting_room.open_window_span(hub)
+            if window is not None and current is None:
                 await self._waiting_room.open_window(hub, window)
-            elif window is None and current is not None:
-                await self._waiting_room.close_window(hub)
+
+    def _calendar(self, hub: HubId) -> ServiceCalendar:
+        if self._configs is not None:
+            return self._configs.calendar(hub)
+        return self._waiting_room.calendar(hub)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -60,5 +93,8 @@ class ServiceKeeper:
                 if self._store_ok:
                     logger.warning("service keeper: store unavailable (%s); retrying", exc)
                 self._store_ok = False
+            except Exception:
+                # Windows must keep opening and closing; log and try again next tick.
+                logger.exception("service keeper: unexpected error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._tick_s)

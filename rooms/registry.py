@@ -96,7 +96,6 @@ class LiveRoom:
         self._waiting_room = waiting_room
         self._on_ended = on_ended
         self._listeners: dict[Participant, Listener] = {}
-        self._connected: set[Participant] = set()
         self._grace: dict[Participant, asyncio.Task[None] | None] = {}
         self._tasks = TaskOwner(f"room {room_id}")
         self.media = MediaRoom(room_id, settings.ice_servers, self._peer_state)
@@ -159,15 +158,17 @@ class LiveRoom:
     def _peer_state(self, seat: Participant, state: PeerState) -> None:
         self._broadcast(RoomEvent("peer_state", seat=seat, state=state.value))
         if state is PeerState.CONNECTED:
-            self._connected.add(seat)
             self._cancel_grace(seat)
-            if self.state is RoomState.CREATED and self._connected == set(Participant):
+            # The consultation takes place when both seats' current peer connections are up at
+            # the same moment (asked of the media, not of a set that a departure could leave stale).
+            if self.state is RoomState.CREATED and all(
+                (peer := self.media.peer(s)) is not None and peer.state is PeerState.CONNECTED
+                for s in Participant
+            ):
                 self._transition(RoomState.ACTIVE)
                 self._tasks.spawn(self._activate(), name="activate")
-        elif state in (PeerState.FAILED, PeerState.CLOSED, PeerState.DISCONNECTED):
-            self._connected.discard(seat)
-            if state is not PeerState.DISCONNECTED:
-                self._start_grace(seat)
+        elif state in (PeerState.FAILED, PeerState.CLOSED):
+            self._start_grace(seat)
 
     async def _activate(self) -> None:
         try:

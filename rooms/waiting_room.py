@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from core.domain import HubId, Priority, RoomId, Sex, SpokeId, TokenId, TokenSta
 from core.service import AtClosing
 from core.store import UNAVAILABLE, Redis, StoreUnavailable
 
+from .lifecycle import FINAL
 from .windows import OpenWindow, ServiceCalendar
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Token:
     doctor: UserId | None = None
     room: RoomId | None = None
     called_at: datetime | None = None
+    #: The hub's service day that numbered it (``YYYYMMDD``).
+    date: str = ""
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Token:
@@ -110,6 +113,7 @@ class Token:
             doctor=UserId(h["doctor"]) if h.get("doctor") else None,
             room=RoomId(h["room"]) if h.get("room") else None,
             called_at=_from_ms(h["called_at"]) if h.get("called_at") else None,
+            date=h.get("date", ""),
         )
 
 
@@ -324,7 +328,8 @@ class WaitingRoom:
         p = prefix(hub)
         places = self._directory.hub(hub).service.requeue_places
         result = await self._run(
-            "skip", [p + "queue", p + "events"],
+            "skip",
+            [p + "queue", p + "events"],
             [p, token_id, places, doctor, _ms(self._clock()), STREAM_MAXLEN],
         )
         if result != "ok":
@@ -334,7 +339,8 @@ class WaitingRoom:
         """Put a no-show back at the head of the queue (the patient came back)."""
         p = prefix(hub)
         result = await self._run(
-            "recall", [p + "queue", p + "events", p + "window", p + "held"],
+            "recall",
+            [p + "queue", p + "events", p + "window", p + "held"],
             [p, token_id, doctor, _ms(self._clock()), STREAM_MAXLEN, CARRY_OFFSET],
         )
         if result == "missing":
@@ -370,17 +376,24 @@ class WaitingRoom:
         return cast(dict[str, str], raw) or None
 
     async def snapshot(self, hub: HubId) -> HubSnapshot:
-        """The hub's queue in order and all of today's tokens, read in one round trip each."""
+        """The hub's queue in order and all of today's tokens, read in one round trip each.
+
+        ``today`` also carries the earlier day's tokens that are not over yet (carried over past
+        midnight, or still in a consultation), so that nobody's token drops out of sight.
+        """
         p = prefix(hub)
-        date = self.service_date(hub)
+        now = self._clock()
+        date = self.service_date(hub, now)
+        yesterday = self.service_date(hub, now - timedelta(days=1))
         try:
             async with self._store.pipeline(transaction=True) as pipe:
                 pipe.zrange(p + "queue", 0, -1)
                 pipe.zrange(p + f"day:{date}", 0, -1)
                 pipe.zrange(p + "held", 0, -1)
                 pipe.hgetall(p + "window")
-                waiting_ids, today_ids, held_ids, window = await pipe.execute()
-            ids = list(dict.fromkeys([*waiting_ids, *today_ids, *held_ids]))
+                pipe.zrange(p + f"day:{yesterday}", 0, -1)
+                waiting_ids, today_ids, held_ids, window, earlier_ids = await pipe.execute()
+            ids = list(dict.fromkeys([*waiting_ids, *today_ids, *held_ids, *earlier_ids]))
             async with self._store.pipeline(transaction=False) as pipe:
                 for token_id in ids:
                     pipe.hgetall(p + "token:" + token_id)
@@ -390,10 +403,24 @@ class WaitingRoom:
         except RedisError:
             raise
         tokens = {t.id: t for t in (Token.from_hash(r) for r in rows if r)}
+        open_earlier = [
+            tokens[TokenId(i)]
+            for i in [*earlier_ids, *waiting_ids, *held_ids]
+            if TokenId(i) in tokens
+            and tokens[TokenId(i)].state not in FINAL
+            and tokens[TokenId(i)].date != date
+        ]
         return HubSnapshot(
             hub=hub,
             waiting=tuple(tokens[TokenId(i)] for i in waiting_ids if TokenId(i) in tokens),
-            today=tuple(tokens[TokenId(i)] for i in today_ids if TokenId(i) in tokens),
+            today=tuple(
+                dict.fromkeys(
+                    [
+                        *open_earlier,
+                        *(tokens[TokenId(i)] for i in today_ids if TokenId(i) in tokens),
+                    ]
+                )
+            ),
             held=tuple(tokens[TokenId(i)] for i in held_ids if TokenId(i) in tokens),
             window=window.get("key") or None,
             closes_at=_from_ms(window["closes_at"]) if window.get("closes_at") else None,
@@ -402,10 +429,11 @@ class WaitingRoom:
     async def open_window(self, hub: HubId, window: OpenWindow) -> int:
         """Open ``window`` at ``hub`` (idempotent); returns how many held tokens it admitted.
 
-        A different window still open is closed first, by the hub's policy.
+        Nothing happens while another window is open, or if this one has already been closed
+        or is over: the caller closes the other first (:meth:`close_window`).
         """
         p = prefix(hub)
-        keys = [p + "window", p + "queue", p + "held", p + "events"]
+        keys = [p + "window", p + "queue", p + "held", p + "events", p + "window:closed"]
         key = window.start.isoformat()
         args: list[str | int] = [
             p,
@@ -416,21 +444,29 @@ class WaitingRoom:
             STREAM_MAXLEN,
         ]
         result = await self._run("open_window", keys, args)
-        if str(result[0]) == "other":
-            await self.close_window(hub)
-            result = await self._run("open_window", keys, args)
         if str(result[0]) == "opened":
             logger.info("hub %s: window %s open, %s held tokens admitted", hub, key, result[1])
         return int(result[1]) if str(result[0]) == "opened" else 0
 
-    async def close_window(self, hub: HubId) -> int:
-        """Close the hub's open window (idempotent); returns how many tokens it carried/expired."""
+    async def close_window(self, hub: HubId, early: bool = False) -> int:
+        """Close the hub's open window (idempotent); returns how many tokens it carried/expired.
+
+        The store refuses before the window's own closing time unless ``early`` (its hours
+        were changed), so that a server whose clock lags cannot close what another opened.
+        """
         p = prefix(hub)
         policy = self._directory.hub(hub).service.at_closing
         result = await self._run(
             "close_window",
-            [p + "window", p + "queue", p + "held", p + "events"],
-            [p, policy.value, _ms(self._clock()), STREAM_MAXLEN, CARRY_OFFSET],
+            [p + "window", p + "queue", p + "held", p + "events", p + "window:closed"],
+            [
+                p,
+                policy.value,
+                _ms(self._clock()),
+                STREAM_MAXLEN,
+                CARRY_OFFSET,
+                "1" if early else "0",
+            ],
         )
         if int(result[1]):
             logger.info(
@@ -442,8 +478,15 @@ class WaitingRoom:
         return int(result[1])
 
     async def open_window_key(self, hub: HubId) -> str | None:
+        current = await self.open_window_span(hub)
+        return current[0] if current else None
+
+    async def open_window_span(self, hub: HubId) -> tuple[str, datetime] | None:
+        """The open window's key and closing time, as the store has them."""
         try:
-            key = await self._store.hget(prefix(hub) + "window", "key")
+            key, closes_at = await self._store.hmget(prefix(hub) + "window", ["key", "closes_at"])
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return str(key) if key else None
+        if not key or not closes_at:
+            return None
+        return str(key), _from_ms(str(closes_at))

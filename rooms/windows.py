@@ -31,6 +31,10 @@ class ServiceCalendar:
         self._service = service
         self._tz = tz
 
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return self._tz
+
     def windows_on(self, day: dt.date) -> list[OpenWindow]:
         """The windows of one local date, in order."""
         s = self._service

@@ -14,7 +14,7 @@ from core.directory import User
 from core.settings import Settings
 from rooms import HUB_FEED, ROOMS, WAITING_ROOM
 
-from .auth import COOKIE_NAME, Accounts, AuthError, LockedOut, NewPassword
+from .auth import COOKIE_NAME, Accounts, AuthError, Busy, LockedOut, NewPassword
 from .messages import MAX_FRAME_BYTES
 from .session import Session
 
@@ -30,6 +30,7 @@ __all__ = [
     "SESSIONS",
     "Accounts",
     "AuthError",
+    "Busy",
     "LockedOut",
     "NewPassword",
     "current_user",
@@ -88,11 +89,16 @@ def setup(app: web.Application, settings: Settings) -> None:
         store = app[STORE]
         key = await Accounts.shared_cookie_key(store, settings.secret_key)
         accounts = Accounts(store, app[DIRECTORY], key)
-        created = await accounts.ensure_passwords(settings.demo_password)
+        try:
+            created = await accounts.ensure_passwords(settings.demo_password)
+        except BaseException:
+            accounts.close()
+            raise
         for new in created:
             credentials_logger.warning("password for %-18s %s", new.username, new.password)
         app[ACCOUNTS] = accounts
         yield
+        accounts.close()
 
     async def close_sockets(app: web.Application) -> None:
         # End the rooms first, so that everyone in one is told why before the sockets close.

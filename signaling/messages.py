@@ -157,7 +157,7 @@ def _explain(exc: ValidationError, raw: str | bytes) -> ProtocolError:
         import json
 
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ProtocolError("bad_json", "message is not valid JSON")
     if not isinstance(doc, dict):
         return ProtocolError("bad_message", "message must be a JSON object")

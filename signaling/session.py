@@ -143,6 +143,16 @@ class Session:
                     re=message.id,
                 )
             )
+        except Exception:
+            # A bug must not end the session (and with it a live consultation's seat).
+            logger.exception("session %s: %s failed", self.label, message.type)
+            self.post(
+                m.Error(
+                    code="internal",
+                    message="the server could not do this; it has been logged",
+                    re=message.id,
+                )
+            )
 
     async def _dispatch(self, msg: m.ClientMessage) -> None:
         match msg:
@@ -300,6 +310,8 @@ class Session:
 
     async def _negotiate(self, room: LiveRoom, seat: Participant, msg: m.Offer) -> None:
         async with self._negotiating:
+            if self._room is not room:
+                return  # this page left or was replaced while the offer waited
             try:
                 answer = await room.offer(seat, msg.sdp)
             except (NegotiationError, RoomError) as exc:

@@ -99,6 +99,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "The consultation ended: the other side's connection was lost.",
         "hi": "परामर्श समाप्त: दूसरी ओर का संपर्क टूट गया।",
     },
+    "consult.ended_replaced": {
+        "en": "This consultation was opened in another window.",
+        "hi": "यह परामर्श किसी दूसरी विंडो में खोला गया है।",
+    },
     "consult.ended_shutdown": {
         "en": "The consultation ended: the server is restarting.",
         "hi": "परामर्श समाप्त: सर्वर फिर से शुरू हो रहा है।",
@@ -167,6 +171,173 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "Queue figures are unavailable right now.",
         "hi": "कतार के आँकड़े अभी उपलब्ध नहीं हैं।",
     },
+    "nav.admin": {"en": "Administration", "hi": "प्रशासन"},
+    "home.admin": {
+        "en": "Service windows and today's figures, hub by hub",
+        "hi": "हर अस्पताल की सेवा अवधियाँ और आज के आँकड़े",
+    },
+    "admin.title": {"en": "Administration", "hi": "प्रशासन"},
+    "admin.hubs": {
+        "en": "Hubs: service windows and today's figures",
+        "hi": "अस्पताल: सेवा अवधियाँ और आज के आँकड़े",
+    },
+    "admin.hub": {"en": "Hub", "hi": "अस्पताल"},
+    "admin.now": {"en": "Now", "hi": "अभी"},
+    "admin.open_now": {"en": "Open", "hi": "खुला"},
+    "admin.closed_now": {"en": "Closed", "hi": "बंद"},
+    "admin.source": {"en": "Service windows", "hi": "सेवा अवधियाँ"},
+    "admin.source.directory": {"en": "From the directory", "hi": "निर्देशिका से"},
+    "admin.source.override": {"en": "Edited live", "hi": "यहाँ संपादित"},
+    "admin.back": {"en": "← All hubs", "hi": "← सभी अस्पताल"},
+    "admin.unavailable": {
+        "en": "The store is unreachable right now: figures and changes are unavailable.",
+        "hi": "स्टोर अभी उपलब्ध नहीं है: आँकड़े और बदलाव अभी संभव नहीं हैं।",
+    },
+    "admin.unknown_hub": {"en": "There is no such hub.", "hi": "ऐसा कोई अस्पताल नहीं है।"},
+    "admin.form_refused": {
+        "en": "The form was refused: it has expired or did not come from this site. "
+        "Reload the page and try again.",
+        "hi": "फ़ॉर्म अस्वीकार हुआ: उसकी अवधि समाप्त हो गई या वह इस साइट से नहीं आया। "
+        "पृष्ठ फिर से लोड करके दोबारा कोशिश करें।",
+    },
+    "admin.saved": {
+        "en": "Saved. The new service windows apply now, on every server.",
+        "hi": "सहेजा गया। नई सेवा अवधियाँ अब हर सर्वर पर लागू हैं।",
+    },
+    "admin.was_reset": {
+        "en": "Reset. The directory's service windows apply again.",
+        "hi": "पहले जैसा किया गया। निर्देशिका की सेवा अवधियाँ फिर से लागू हैं।",
+    },
+    "admin.stale": {
+        "en": "Not saved: someone else changed this hub's service meanwhile. Check the "
+        "service shown below, then save again.",
+        "hi": "सहेजा नहीं गया: इस बीच किसी और ने इस अस्पताल की सेवा बदल दी। नीचे दिखाई गई "
+        "सेवा देखें, फिर दोबारा सहेजें।",
+    },
+    "admin.stored_invalid": {
+        "en": "The edited service kept in the store is not valid, so the directory's service "
+        "applies. Save a corrected service or reset to the directory.",
+        "hi": "स्टोर में रखी संपादित सेवा मान्य नहीं है, इसलिए निर्देशिका की सेवा लागू है। "
+        "सुधरी हुई सेवा सहेजें या निर्देशिका पर लौटें।",
+    },
+    "admin.open_until": {"en": "Open now, until {time}", "hi": "अभी खुला है, {time} तक"},
+    "admin.closed_until": {
+        "en": "Closed now; the next window opens at {time}",
+        "hi": "अभी बंद है; अगली सेवा अवधि {time} पर खुलेगी",
+    },
+    "admin.figures": {"en": "Today's figures ({date})", "hi": "आज के आँकड़े ({date})"},
+    "admin.issued": {"en": "Tokens issued", "hi": "जारी टोकन"},
+    "admin.served": {"en": "Served (consultation completed)", "hi": "देखे गए (परामर्श पूर्ण)"},
+    "admin.no_shows": {"en": "No-shows", "hi": "नहीं आए"},
+    "admin.carried_over": {"en": "Carried over", "hi": "आगे बढ़ाए गए"},
+    "admin.cancelled": {"en": "Withdrawn", "hi": "वापस लिए गए"},
+    "admin.expired": {"en": "Expired at closing", "hi": "बंद होने पर समाप्त"},
+    "admin.waiting": {
+        "en": "Waiting now (queued or held)",
+        "hi": "अभी प्रतीक्षा में (कतार में या रुके हुए)",
+    },
+    "admin.wait_avg": {"en": "Average wait to be called", "hi": "बुलाए जाने तक औसत प्रतीक्षा"},
+    "admin.wait_p90": {
+        "en": "Wait to be called, 90th percentile",
+        "hi": "बुलाए जाने तक प्रतीक्षा, 90वाँ प्रतिशतक",
+    },
+    "admin.minutes": {"en": "{n} min", "hi": "{n} मिनट"},
+    "admin.no_data": {"en": "no data yet", "hi": "अभी कोई आँकड़ा नहीं"},
+    "admin.wait_note": {
+        "en": "A wait counts only the time the hub was open: from the token's issue (or from "
+        "the window's opening, for a token issued while closed) until the patient is called. "
+        "Carried over: today's tokens now held for the next window.",
+        "hi": "प्रतीक्षा में केवल वह समय गिना जाता है जब अस्पताल खुला था: टोकन जारी होने से (या "
+        "बंद रहते जारी टोकन के लिए सेवा अवधि खुलने से) मरीज़ को बुलाए जाने तक। आगे बढ़ाए गए: "
+        "आज के वे टोकन जो अब अगली सेवा अवधि के लिए रुके हैं।",
+    },
+    "admin.plot.title": {
+        "en": "Patients waiting through the day",
+        "hi": "दिन भर प्रतीक्षा करते मरीज़",
+    },
+    "admin.plot.x": {
+        "en": "Time of day (hub's local time)",
+        "hi": "दिन का समय (अस्पताल का स्थानीय समय)",
+    },
+    "admin.plot.y": {"en": "Patients waiting", "hi": "प्रतीक्षारत मरीज़"},
+    "admin.plot.caption": {
+        "en": "Green bands: a service window was open. Dashed line: now.",
+        "hi": "हरी पट्टियाँ: सेवा अवधि खुली थी। टूटी रेखा: अभी।",
+    },
+    "admin.service": {"en": "Service windows", "hi": "सेवा अवधियाँ"},
+    "admin.from_directory": {
+        "en": "As the directory file sets them.",
+        "hi": "जैसा निर्देशिका फ़ाइल में तय है।",
+    },
+    "admin.edited_by": {
+        "en": "Edited live by {user} at {time} (the directory file is unchanged).",
+        "hi": "{user} ने {time} पर यहाँ संपादित किया (निर्देशिका फ़ाइल नहीं बदली)।",
+    },
+    "admin.weekly": {"en": "Weekly windows", "hi": "साप्ताहिक सेवा अवधियाँ"},
+    "admin.days": {"en": "Days", "hi": "दिन"},
+    "admin.opens": {"en": "Opens", "hi": "खुलती है"},
+    "admin.closes": {"en": "Closes", "hi": "बंद होती है"},
+    "admin.capacity": {"en": "Tokens per window", "hi": "प्रति सेवा अवधि टोकन"},
+    "admin.capacity_default": {"en": "hub default ({n})", "hi": "अस्पताल का सामान्य ({n})"},
+    "admin.no_windows": {
+        "en": "No weekly windows: the hub serves only on extra days.",
+        "hi": "कोई साप्ताहिक सेवा अवधि नहीं: अस्पताल केवल अतिरिक्त दिनों पर सेवा देता है।",
+    },
+    "admin.closures": {"en": "Closures", "hi": "अवकाश"},
+    "admin.extra_days": {"en": "Extra days", "hi": "अतिरिक्त दिन"},
+    "admin.date": {"en": "Date", "hi": "तारीख़"},
+    "admin.reason": {"en": "Reason", "hi": "कारण"},
+    "admin.none_listed": {"en": "None.", "hi": "कोई नहीं।"},
+    "admin.time_limit": {"en": "Time limit per consultation", "hi": "प्रति परामर्श समय सीमा"},
+    "admin.at_closing": {
+        "en": "Tokens still waiting at closing",
+        "hi": "बंद होने पर प्रतीक्षारत टोकन",
+    },
+    "closing.carry_over": {
+        "en": "are carried over to the head of the next window",
+        "hi": "अगली सेवा अवधि में सबसे आगे रखे जाते हैं",
+    },
+    "closing.expire": {"en": "expire", "hi": "समाप्त हो जाते हैं"},
+    "admin.urgent_advance": {
+        "en": "Urgent tokens overtake routine ones issued up to",
+        "hi": "अत्यावश्यक टोकन इतने समय पहले तक जारी सामान्य टोकनों से आगे जाते हैं",
+    },
+    "day.every": {"en": "Every day", "hi": "हर दिन"},
+    "day.mon": {"en": "Mon", "hi": "सोम"},
+    "day.tue": {"en": "Tue", "hi": "मंगल"},
+    "day.wed": {"en": "Wed", "hi": "बुध"},
+    "day.thu": {"en": "Thu", "hi": "गुरु"},
+    "day.fri": {"en": "Fri", "hi": "शुक्र"},
+    "day.sat": {"en": "Sat", "hi": "शनि"},
+    "day.sun": {"en": "Sun", "hi": "रवि"},
+    "admin.edit": {"en": "Change the service windows", "hi": "सेवा अवधियाँ बदलें"},
+    "admin.edit_help": {
+        "en": "Write the hub's service as in the directory file's [hubs.service] section "
+        "(TOML). Times are HH:MM in the hub's time zone, and windows of one day must not "
+        "overlap. A saved change applies within seconds on every server, without a restart. "
+        "It is kept in the store, not in the directory file: paste it under the hub in the "
+        "directory file to make it permanent.",
+        "hi": "अस्पताल की सेवा उसी तरह लिखें जैसे निर्देशिका फ़ाइल के [hubs.service] भाग "
+        "(TOML) में लिखी जाती है। समय अस्पताल के समय क्षेत्र में HH:MM में है, और एक दिन की "
+        "सेवा अवधियाँ आपस में नहीं टकरानी चाहिए। सहेजा गया बदलाव कुछ ही सेकंड में हर सर्वर पर, "
+        "बिना पुनः आरंभ किए, लागू होता है। यह स्टोर में रखा जाता है, निर्देशिका फ़ाइल में नहीं: "
+        "इसे स्थायी बनाने के लिए निर्देशिका फ़ाइल में अस्पताल के नीचे चिपकाएँ।",
+    },
+    "admin.service_text": {"en": "Service (TOML)", "hi": "सेवा (TOML)"},
+    "admin.invalid": {
+        "en": "Not saved. Fix these problems and save again:",
+        "hi": "सहेजा नहीं गया। ये समस्याएँ ठीक करके फिर से सहेजें:",
+    },
+    "admin.save": {"en": "Save and apply", "hi": "सहेजें और लागू करें"},
+    "admin.reset_help": {
+        "en": "Drop the live edit: the hub serves by the directory file again.",
+        "hi": "यहाँ का संपादन हटाएँ: अस्पताल फिर से निर्देशिका फ़ाइल के अनुसार सेवा देगा।",
+    },
+    "admin.reset": {"en": "Reset to the directory", "hi": "निर्देशिका पर लौटें"},
+    "admin.read_only": {
+        "en": "You may view this page; only an administrator may change the service.",
+        "hi": "आप यह पृष्ठ देख सकते हैं; सेवा केवल प्रशासक बदल सकते हैं।",
+    },
     "page.forbidden": {
         "en": "This page is not for your role.",
         "hi": "यह पृष्ठ आपकी भूमिका के लिए नहीं है।",
@@ -184,8 +355,14 @@ def pick_language(cookie: str | None, accept_language: str | None) -> str:
     return DEFAULT_LANGUAGE
 
 
+#: Strings only the server's templates use (the administration pages run no script): kept out
+#: of the table every page hands its browser modules, which a slow link pays for on each page.
+TEMPLATE_ONLY = ("admin.", "closing.", "day.")
+
+
 def table(lang: str) -> dict[str, str]:
-    return {key: texts[lang] for key, texts in STRINGS.items()}
+    """The strings the browser modules may need, in ``lang``."""
+    return {key: texts[lang] for key, texts in STRINGS.items() if not key.startswith(TEMPLATE_ONLY)}
 
 
 def translate(lang: str, key: str, **params: object) -> str:

@@ -16,7 +16,7 @@ from core.directory import User
 from core.domain import HubId, Role, TokenState
 from core.store import StoreUnavailable
 from rooms import WAITING_ROOM
-from signaling import ACCOUNTS, COOKIE_NAME, AuthError, LockedOut, current_user
+from signaling import ACCOUNTS, COOKIE_NAME, AuthError, Busy, LockedOut, current_user
 
 from . import i18n
 
@@ -90,9 +90,21 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def _safe_next(target: str | None) -> str | None:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
+    """``target`` if it is a path on this site, else ``None`` (never an open redirect).
+
+    Browsers and URL libraries drop tabs and newlines and read ``\\`` as ``/``, so
+    ``/\t/evil.example`` would become ``//evil.example``: any such character disqualifies.
+    """
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or any(c in target for c in "\t\r\n\\")
+        or not target.isprintable()
+        or len(target) > 512
+    ):
+        return None
+    return target
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
@@ -114,6 +126,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         user = await request.app[ACCOUNTS].login(username, password)
     except LockedOut:
         error = "login.locked"
+    except Busy:
+        error = "login.unavailable"
     except AuthError:
         error = "login.failed"
     except StoreUnavailable:
@@ -124,7 +138,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             "login.html",
             request,
             context(request, None, error=error, next=target or "", username=username),
-            status=401 if error != "login.unavailable" else 503,
+            status=503 if error == "login.unavailable" else 401,
         )
     logger.info("%s signed in from %s", user.username, request.remote)
     response = web.HTTPSeeOther(target or HOME_BY_ROLE[user.role])

@@ -3,12 +3,17 @@
 -- consultation are not touched: those consultations go on.  Idempotent.
 -- moves: waiting -> carried_over, waiting -> expired
 -- KEYS[1] = wr:{hub}:window   KEYS[2] = wr:{hub}:queue   KEYS[3] = wr:{hub}:held
--- KEYS[4] = wr:{hub}:events
+-- KEYS[4] = wr:{hub}:events   KEYS[5] = wr:{hub}:window:closed
 -- ARGV: 1 prefix  2 policy ('carry_over' or 'expire')  3 now_ms  4 stream_maxlen
 --       5 carry offset (subtracted once from a score so carried tokens come first)
+--       6 '1' to close before the window's time (its hours were changed); otherwise a server
+--         whose clock lags cannot close a window that another just opened
 local current = redis.call('HGET', KEYS[1], 'key')
 if not current then
   return {'closed', 0}
+end
+if ARGV[6] ~= '1' and tonumber(ARGV[3]) < tonumber(redis.call('HGET', KEYS[1], 'closes_at')) then
+  return {'early', 0}
 end
 local waiting = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 local offset = tonumber(ARGV[5])
@@ -29,6 +34,7 @@ for i = 1, #waiting, 2 do
 end
 redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[5], current, 'EX', 7 * 24 * 3600)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'window_closed',
   'window', current, 'policy', ARGV[2], 'tokens', #waiting / 2, 'at', ARGV[3])
 return {'closed', #waiting / 2}

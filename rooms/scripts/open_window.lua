@@ -3,11 +3,16 @@
 -- Idempotent: opening the window that is already open does nothing.
 -- moves: scheduled -> waiting, carried_over -> waiting
 -- KEYS[1] = wr:{hub}:window   KEYS[2] = wr:{hub}:queue   KEYS[3] = wr:{hub}:held
--- KEYS[4] = wr:{hub}:events
+-- KEYS[4] = wr:{hub}:events   KEYS[5] = wr:{hub}:window:closed (the last window closed)
 -- ARGV: 1 prefix  2 window key  3 capacity  4 closes_at_ms  5 now_ms  6 stream_maxlen
+-- A server whose clock lags must not reopen a window another already closed, nor open one
+-- whose end has passed.
 local current = redis.call('HGET', KEYS[1], 'key')
 if current == ARGV[2] then
   return {'open', 0}
+end
+if redis.call('GET', KEYS[5]) == ARGV[2] or tonumber(ARGV[5]) >= tonumber(ARGV[4]) then
+  return {'past', 0}
 end
 if current then
   return {'other', current}

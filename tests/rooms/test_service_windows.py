@@ -105,6 +105,9 @@ async def test_closing_carries_waiting_tokens_to_the_head_of_the_next_window(
     await keeper.tick()
     snap = await room.snapshot(HUB)
     assert [t.id for t in snap.waiting] == [b.id, c.id, d.id]
+    # Yesterday's tokens still in play stay in the day's list, so the nurse keeps seeing them.
+    assert {b.id, c.id, d.id} <= {t.id for t in snap.today}
+    assert a.id not in {t.id for t in snap.today}  # completed yesterday: over
     assert d.number == 4  # 18:00 is still the 27th's service day
     assert a.number == 1
     tomorrow = await room.issue(SPOKE, NURSE, patient("E"))
@@ -165,3 +168,35 @@ async def test_keepers_agree_without_coordination(store: Redis, tmp_path: Path) 
     assert len(snap.waiting) == 1
     events = await store.xrange("wr:{bhabua-sadar}:events")
     assert [f["event"] for _, f in events].count("window_opened") == 1
+
+
+async def test_a_server_whose_clock_lags_neither_closes_nor_reopens_windows(
+    store: Redis, tmp_path: Path
+) -> None:
+    """Two servers a fraction of a second apart around opening and closing time."""
+    ahead = Clock(ist(9) + timedelta(milliseconds=200))
+    behind = Clock(ist(9) - timedelta(milliseconds=200))
+    d = directory(tmp_path, at_closing="expire")
+    room_ahead, room_behind = WaitingRoom(store, d, ahead), WaitingRoom(store, d, behind)
+    keeper_ahead, keeper_behind = (
+        ServiceKeeper(room_ahead, [HUB]),
+        ServiceKeeper(room_behind, [HUB]),
+    )
+    held = await room_behind.issue(SPOKE, NURSE, patient("before nine"))
+    await keeper_ahead.tick()  # opens 09:00
+    await keeper_behind.tick()  # still 08:59:59.8 here: must not close it (and expire her)
+    snap = await room_ahead.snapshot(HUB)
+    assert snap.window is not None
+    assert [t.id for t in snap.waiting] == [held.id]
+    # At closing time the same, the other way round.
+    ahead.now, behind.now = (
+        ist(16) + timedelta(milliseconds=200),
+        ist(16) - timedelta(milliseconds=200),
+    )
+    await keeper_ahead.tick()  # closes 16:00 (the token expires: that is this hub's policy)
+    await keeper_behind.tick()  # still 15:59:59.8 here: must not reopen 09:00
+    snap = await room_behind.snapshot(HUB)
+    assert snap.window is None
+    token = await room_behind.token(HUB, held.id)
+    assert token is not None
+    assert token.state is TokenState.EXPIRED

@@ -83,6 +83,12 @@ def test_bad_messages_are_rejected_with_a_reason(text: str, code: str) -> None:
     assert err.value.message
 
 
+def test_deeply_nested_junk_is_bad_json_not_a_crash() -> None:
+    with pytest.raises(m.ProtocolError) as err:
+        m.parse_message("[" * 60_000)
+    assert err.value.code in ("bad_json", "bad_message")
+
+
 def test_errors_carry_the_request_id_when_readable() -> None:
     with pytest.raises(m.ProtocolError) as err:
         m.parse_message(raw(type="join", id="abc"))

@@ -111,6 +111,25 @@ async def test_login_never_redirects_off_site(client: TestClient[Any, Any]) -> N
     assert resp.headers["Location"] == "/spoke"
 
 
+async def test_no_open_redirect_through_next(client: TestClient[Any, Any]) -> None:
+    for target in (
+        "//evil.example/x",
+        "/%09/evil.example/x",
+        "/%0A/evil.example",
+        "/\\evil",
+        "https://evil.example/",
+    ):
+        resp = await client.get(f"/lang/en?next={target}", allow_redirects=False)
+        assert resp.headers["Location"] == "/", target
+
+
+async def test_a_garbled_cookie_is_just_no_session(client: TestClient[Any, Any]) -> None:
+    for cookie in ("a|é", "x" * 600, "nurse.akhlaspur|1|2|3"):
+        resp = await client.get("/spoke", cookies={"setu_session": cookie}, allow_redirects=False)
+        assert resp.status == 303, cookie
+        assert (await client.get("/me", cookies={"setu_session": cookie})).status == 401
+
+
 async def test_logout(client: TestClient[Any, Any]) -> None:
     nurse = await login(client, NURSE)
     me = await nurse.get(client.make_url("/me"))

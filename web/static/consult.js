@@ -119,7 +119,10 @@ signal.on("peer_state", (msg) => {
 });
 signal.on("room_ended", finish);
 signal.on("error", (msg) => { if (msg.code === "replaced") finish(); });
-signal.on("close", () => { if (!ended) showState("conn.reconnecting", "reconnecting"); });
+signal.on("close", (detail) => {
+  if (detail.code === 4009) finish({ reason: "replaced" });
+  else if (!ended) showState("conn.reconnecting", "reconnecting");
+});
 signal.on("reconnect", () => { join().catch((e) => { status(errorText(e), "error"); if (e.code === "room_ended") finish(); }); });
 
 muteButton.addEventListener("click", () => {

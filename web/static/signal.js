@@ -56,7 +56,11 @@ export class Signal extends EventTarget {
         this.pending.clear();
         if (!welcomed) reject(new SignalError("disconnected", `closed (${event.code})`));
         this.dispatchEvent(new CustomEvent("close", { detail: { code: event.code, reason: event.reason } }));
-        if (this.reconnect && !this.closed && event.code < 4000) this.scheduleReconnect();
+        // 4008: the server dropped us for falling behind (a slow link): come back. 4009: another
+        // page holds our seat now: stay away. Other codes of ours mean the server said no.
+        if (this.reconnect && !this.closed && (event.code < 4000 || event.code === 4008)) {
+          this.scheduleReconnect();
+        }
       };
     });
   }
