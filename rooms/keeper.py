@@ -12,16 +12,17 @@ store at most every few seconds; without them it follows the directory, as the w
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 import contextlib
 import logging
+from datetime import timedelta
 
 from core.domain import HubId
 from core.store import StoreUnavailable
 from core.tasks import TaskOwner
 
+from .notify import LogNotifier, Notifier
 from .service_config import ServiceConfigs
-from .waiting_room import WaitingRoom
+from .waiting_room import TURN_NEAR_POSITIONS, WaitingRoom
 from .windows import ServiceCalendar
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class ServiceKeeper:
         hubs: list[HubId],
         tick_s: float = TICK_S,
         configs: ServiceConfigs | None = None,
+        notifier: Notifier | None = None,
     ):
         self._waiting_room = waiting_room
+        self._notifier: Notifier = notifier or LogNotifier()
         self._configs = configs
         self._hubs = hubs
         self._tick_s = tick_s
@@ -76,6 +79,13 @@ class ServiceKeeper:
                 current = await self._waiting_room.open_window_span(hub)
             if window is not None and current is None:
                 await self._waiting_room.open_window(hub, window)
+            await self._notify_turn_near(hub)
+
+    async def _notify_turn_near(self, hub: HubId) -> None:
+        head = await self._waiting_room.snapshot_head(hub, TURN_NEAR_POSITIONS)
+        for position, token in enumerate(head, start=1):
+            if await self._waiting_room.claim_turn_near(hub, token.id):
+                await self._notifier.turn_near(token, position)
 
     def _calendar(self, hub: HubId) -> ServiceCalendar:
         if self._configs is not None:

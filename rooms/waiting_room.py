@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,12 @@ STREAM_MAXLEN = 10_000
 #: before every token issued since (scores are issue times in ms x 1000, about 1.8e15 now; the
 #: result stays well inside a double's exact integers).
 CARRY_OFFSET = 4 * 10**15
+#: How many recent consultations the wait estimate averages.
+RECENT_CONSULTS = 10
+#: A doctor counts as on duty while their dashboard has been seen within this long.
+ON_DUTY_S = 60
+#: A token this close to the head of the queue is told its turn is near.
+TURN_NEAR_POSITIONS = 2
 #: A token that misses its call this many times is dropped as a no-show.
 MAX_NO_SHOWS = 2
 
@@ -90,6 +97,8 @@ class Token:
     called_at: datetime | None = None
     #: The hub's service day that numbered it (``YYYYMMDD``).
     date: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Token:
@@ -114,6 +123,8 @@ class Token:
             room=RoomId(h["room"]) if h.get("room") else None,
             called_at=_from_ms(h["called_at"]) if h.get("called_at") else None,
             date=h.get("date", ""),
+            started_at=_from_ms(h["started_at"]) if h.get("started_at") else None,
+            ended_at=_from_ms(h["ended_at"]) if h.get("ended_at") else None,
         )
 
 
@@ -129,6 +140,22 @@ class HubSnapshot:
     #: The open window's key and closing time, or ``None`` while the hub is closed.
     window: str | None = None
     closes_at: datetime | None = None
+    #: Doctors of the hub watching its queue in the last minute, on any server process.
+    doctors_on_duty: int = 0
+
+    def consult_minutes(self, default: float) -> float:
+        """The average length of the day's last ten consultations (``default`` before any)."""
+        done = [
+            (t.ended_at - t.started_at).total_seconds() / 60
+            for t in self.today
+            if t.state is TokenState.COMPLETED and t.started_at and t.ended_at
+        ][-RECENT_CONSULTS:]
+        return sum(done) / len(done) if done else default
+
+    def estimated_wait_minutes(self, position: int, default_consult: float) -> int:
+        """How long the token at ``position`` may wait, from recent consultations and doctors."""
+        doctors = max(1, self.doctors_on_duty)
+        return math.ceil((position - 1) * self.consult_minutes(default_consult) / doctors)
 
     def position(self, token_id: TokenId) -> int | None:
         for i, token in enumerate(self.waiting):
@@ -392,7 +419,15 @@ class WaitingRoom:
                 pipe.zrange(p + "held", 0, -1)
                 pipe.hgetall(p + "window")
                 pipe.zrange(p + f"day:{yesterday}", 0, -1)
-                waiting_ids, today_ids, held_ids, window, earlier_ids = await pipe.execute()
+                pipe.zcount(p + "doctors", _ms(now) - ON_DUTY_S * 1000, "+inf")
+                (
+                    waiting_ids,
+                    today_ids,
+                    held_ids,
+                    window,
+                    earlier_ids,
+                    doctors,
+                ) = await pipe.execute()
             ids = list(dict.fromkeys([*waiting_ids, *today_ids, *held_ids, *earlier_ids]))
             async with self._store.pipeline(transaction=False) as pipe:
                 for token_id in ids:
@@ -424,7 +459,42 @@ class WaitingRoom:
             held=tuple(tokens[TokenId(i)] for i in held_ids if TokenId(i) in tokens),
             window=window.get("key") or None,
             closes_at=_from_ms(window["closes_at"]) if window.get("closes_at") else None,
+            doctors_on_duty=int(doctors),
         )
+
+    async def snapshot_head(self, hub: HubId, count: int) -> list[Token]:
+        """The first ``count`` waiting tokens, in order."""
+        p = prefix(hub)
+        try:
+            ids = await self._store.zrange(p + "queue", 0, count - 1)
+            async with self._store.pipeline(transaction=False) as pipe:
+                for token_id in ids:
+                    pipe.hgetall(p + "token:" + str(token_id))
+                rows = await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [Token.from_hash(r) for r in rows if r]
+
+    async def doctor_present(self, hub: HubId, doctor: UserId) -> None:
+        """Note that ``doctor`` is watching the hub's queue now (for the wait estimate)."""
+        key = prefix(hub) + "doctors"
+        now = _ms(self._clock())
+        try:
+            async with self._store.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {doctor: now})
+                pipe.zremrangebyscore(key, "-inf", now - 10 * ON_DUTY_S * 1000)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def claim_turn_near(self, hub: HubId, token_id: TokenId) -> bool:
+        """``True`` exactly once per token: whoever claims it sends the notice."""
+        try:
+            return bool(
+                await self._store.hsetnx(prefix(hub) + "token:" + token_id, "near_notified", 1)
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def open_window(self, hub: HubId, window: OpenWindow) -> int:
         """Open ``window`` at ``hub`` (idempotent); returns how many held tokens it admitted.

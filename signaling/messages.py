@@ -228,6 +228,10 @@ class TokenOut(BaseModel):
     patient: PatientOut
     issued_at: str
     position: int | None = None
+    #: For a waiting token: minutes until its call, from recent consultations and doctors.
+    estimated_wait_minutes: int | None = None
+    #: For a waiting token: it is about to be called (the spoke should be ready).
+    turn_near: bool = False
     room_id: str | None = None
     doctor: str | None = None
     doctor_name: str | None = None
@@ -247,6 +251,8 @@ class QueueOut(_Out):
     held: list[TokenOut]
     #: Whether a service window is open now, when it closes, and when the next one opens.
     service_open: bool
+    #: Doctors of the hub watching its queue in the last minute.
+    doctors_on_duty: int = 0
     closes_at: str | None = None
     opens_at: str | None = None
 

@@ -158,6 +158,9 @@ class Session:
         match msg:
             case m.Ping():
                 self.post(m.Pong(re=msg.id))
+                if self._subscription is not None and self.user.role is Role.DOCTOR:
+                    # A doctor's dashboard pings every heartbeat: that is being on duty.
+                    await self._waiting_room.doctor_present(self._subscription.hub, self.user.id)
             case m.WatchQueue():
                 await self._watch_queue(msg)
             case m.RegisterPatient():
@@ -194,6 +197,8 @@ class Session:
         hub = self._hub()
         if self._subscription is None:
             self._subscription = self._feed.subscribe(hub, self._queue_changed)
+        if self.user.role is Role.DOCTOR:
+            await self._waiting_room.doctor_present(hub, self.user.id)
         snapshot = await self._waiting_room.snapshot(hub)
         self.post(self._queue_view(snapshot).model_copy(update={"re": msg.id}))
 

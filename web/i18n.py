@@ -58,6 +58,11 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "spoke.none": {"en": "No tokens yet today.", "hi": "आज अभी तक कोई टोकन नहीं।"},
     "token.number": {"en": "Token", "hi": "टोकन"},
     "token.position": {"en": "Position {n} in queue", "hi": "कतार में स्थान {n}"},
+    "token.wait": {"en": "about {n} min", "hi": "लगभग {n} मिनट"},
+    "token.turn_near": {
+        "en": "Your turn is near: keep the patient ready",
+        "hi": "बारी निकट है: मरीज़ को तैयार रखें",
+    },
     "token.join": {"en": "Join consultation", "hi": "परामर्श में जुड़ें"},
     "token.cancel": {"en": "Withdraw", "hi": "वापस लें"},
     "token.issued": {"en": "Token {n} issued for {name}.", "hi": "{name} के लिए टोकन {n} जारी हुआ।"},
@@ -172,7 +177,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "hi": "कतार के आँकड़े अभी उपलब्ध नहीं हैं।",
     },
     "nav.admin": {"en": "Administration", "hi": "प्रशासन"},
-    "home.admin": {
+    "admin.overview": {
         "en": "Service windows and today's figures, hub by hub",
         "hi": "हर अस्पताल की सेवा अवधियाँ और आज के आँकड़े",
     },
@@ -327,6 +332,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "admin.invalid": {
         "en": "Not saved. Fix these problems and save again:",
         "hi": "सहेजा नहीं गया। ये समस्याएँ ठीक करके फिर से सहेजें:",
+    },
+    "admin.invalid_top": {
+        "en": "Not saved: the service has problems, listed with the form below.",
+        "hi": "सहेजा नहीं गया: सेवा में समस्याएँ हैं, जो नीचे फ़ॉर्म के साथ दी गई हैं।",
     },
     "admin.save": {"en": "Save and apply", "hi": "सहेजें और लागू करें"},
     "admin.reset_help": {

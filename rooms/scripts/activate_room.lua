@@ -8,7 +8,8 @@ if state ~= 'created' then
 end
 local token_id = redis.call('HGET', KEYS[1], 'token')
 redis.call('HSET', KEYS[1], 'state', 'active', 'started_at', ARGV[2])
-redis.call('HSET', ARGV[1] .. 'token:' .. token_id, 'state', 'in_consultation')
+redis.call('HSET', ARGV[1] .. 'token:' .. token_id, 'state', 'in_consultation',
+  'started_at', ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', 'started', 'token', token_id,
   'spoke', redis.call('HGET', KEYS[1], 'spoke'), 'room', redis.call('HGET', KEYS[1], 'id'),
   'at', ARGV[2])

@@ -20,6 +20,21 @@ function tokenItem(token) {
     ? t("token.position", { n: token.position })
     : t(`state.${token.state}`);
   li.append(head, detail);
+  if (token.state === "waiting" && token.estimated_wait_minutes !== null) {
+    const wait = document.createElement("span");
+    wait.className = "detail";
+    wait.dataset.testid = "token-wait";
+    wait.textContent = t("token.wait", { n: token.estimated_wait_minutes });
+    li.append(wait);
+  }
+  if (token.state === "waiting" && token.turn_near) {
+    li.classList.add("near");
+    const near = document.createElement("strong");
+    near.className = "near";
+    near.dataset.testid = "turn-near";
+    near.textContent = t("token.turn_near");
+    li.append(near);
+  }
   if ((token.state === "called" || token.state === "in_consultation") && token.room_id) {
     const join = document.createElement("a");
     join.className = "button primary";
