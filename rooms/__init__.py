@@ -102,9 +102,9 @@ __all__ = [
 def setup(app: web.Application, settings: Settings, clock: Clock = utc_now) -> None:
     async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
         directory = app[DIRECTORY]
-        waiting_room = WaitingRoom(app[STORE], directory, clock)
-        hubs = [HubId(h) for h in directory.hubs]
         configs = ServiceConfigs(app[STORE], directory, clock)
+        waiting_room = WaitingRoom(app[STORE], directory, clock, service_for=configs.get)
+        hubs = [HubId(h) for h in directory.hubs]
         feed = HubFeed(app[STORE], waiting_room, hubs, on_service_changed=configs.refresh)
         keeper = ServiceKeeper(waiting_room, hubs, configs=configs)
         registry = RoomRegistry(settings, waiting_room)

@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from core.directory import Directory
 from core.domain import HubId, Priority, RoomId, Sex, SpokeId, TokenId, TokenState, UserId
-from core.service import AtClosing
+from core.service import AtClosing, Service
 from core.store import UNAVAILABLE, Redis, StoreUnavailable
 
 from .lifecycle import FINAL
@@ -187,10 +187,19 @@ def room_key(hub: str, room_id: str) -> str:
 class WaitingRoom:
     """Token actions on the shared store.  Safe to use from many processes at once."""
 
-    def __init__(self, store: Redis, directory: Directory, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: Redis,
+        directory: Directory,
+        clock: Clock = utc_now,
+        service_for: Callable[[HubId], Service] | None = None,
+    ) -> None:
+        """``service_for`` gives a hub's service in force (an administrator's edit, say);
+        by default, the directory's."""
         self._store = store
         self._directory = directory
         self._clock = clock
+        self._service_for = service_for
         self._scripts = {
             name: store.register_script((_SCRIPTS / f"{name}.lua").read_text())
             for name in (
@@ -206,16 +215,21 @@ class WaitingRoom:
             )
         }
 
+    def service(self, hub: HubId) -> Service:
+        """The hub's service windows and rules in force now."""
+        if self._service_for is not None:
+            return self._service_for(hub)
+        return self._directory.hub(hub).service
+
     def calendar(self, hub: HubId) -> ServiceCalendar:
-        h = self._directory.hub(hub)
-        return ServiceCalendar(h.service, h.tz)
+        return ServiceCalendar(self.service(hub), self._directory.hub(hub).tz)
 
     def now(self) -> datetime:
         return self._clock()
 
     def no_show_after_s(self, hub: HubId) -> float:
         """How long a called spoke has to join its room."""
-        return self._directory.hub(hub).service.no_show_minutes * 60.0
+        return self.service(hub).no_show_minutes * 60.0
 
     def next_opening(self, hub: HubId) -> datetime | None:
         """When the hub's next window opens (after now), if within a month."""
@@ -242,7 +256,7 @@ class WaitingRoom:
         date = self.service_date(hub, now)
         advance_ms = 0
         if patient.priority is Priority.URGENT:
-            advance_ms = self._directory.hub(hub).service.urgent_advance_minutes * 60_000
+            advance_ms = self.service(hub).urgent_advance_minutes * 60_000
         p = prefix(hub)
         result = await self._run(
             "issue",
@@ -333,7 +347,7 @@ class WaitingRoom:
         with reason ``no_show`` puts its token a few places back, or drops it the second time.
         """
         p = prefix(hub)
-        service = self._directory.hub(hub).service
+        service = self.service(hub)
         result = await self._run(
             "end_room",
             [room_key(hub, room_id), p + "queue", p + "events", p + "window", p + "held"],
@@ -353,7 +367,7 @@ class WaitingRoom:
     async def skip(self, hub: HubId, token_id: TokenId, doctor: UserId) -> None:
         """Move a waiting token back by the hub's ``requeue_places``."""
         p = prefix(hub)
-        places = self._directory.hub(hub).service.requeue_places
+        places = self.service(hub).requeue_places
         result = await self._run(
             "skip",
             [p + "queue", p + "events"],
@@ -525,7 +539,7 @@ class WaitingRoom:
         were changed), so that a server whose clock lags cannot close what another opened.
         """
         p = prefix(hub)
-        policy = self._directory.hub(hub).service.at_closing
+        policy = self.service(hub).at_closing
         result = await self._run(
             "close_window",
             [p + "window", p + "queue", p + "held", p + "events", p + "window:closed"],

@@ -34,7 +34,11 @@ for i = 1, #waiting, 2 do
 end
 redis.call('DEL', KEYS[2])
 redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[5], current, 'EX', 7 * 24 * 3600)
+-- Remember a window closed at its time, so a lagging server cannot reopen it; one closed early
+-- by an edit of the hours may open again if the edit is undone.
+if ARGV[6] ~= '1' then
+  redis.call('SET', KEYS[5], current, 'EX', 7 * 24 * 3600)
+end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'window_closed',
   'window', current, 'policy', ARGV[2], 'tokens', #waiting / 2, 'at', ARGV[3])
 return {'closed', #waiting / 2}
