@@ -107,6 +107,9 @@ class Service(_Model):
     #: How long one consultation may last.
     consultation_minutes: Annotated[int, Field(ge=1, le=240)] = 15
     at_closing: AtClosing = AtClosing.CARRY_OVER
+    #: How long a waiting spoke's page may be away (its link dropped) before its tokens are
+    #: passed over by "call next"; they keep their places and are called once it is back.
+    presence_grace_minutes: Annotated[int, Field(ge=1, le=120)] = 2
     #: How long a called spoke has to join before it counts as a no-show.
     no_show_minutes: Annotated[int, Field(ge=1, le=60)] = 5
     #: How many places back a first no-show (or a skipped token) goes; a second no-show drops it.

@@ -142,6 +142,8 @@ class HubSnapshot:
     closes_at: datetime | None = None
     #: Doctors of the hub watching its queue in the last minute, on any server process.
     doctors_on_duty: int = 0
+    #: Spokes whose page has been away longer than the presence grace (passed over by calls).
+    spokes_away: frozenset[SpokeId] = frozenset()
 
     def consult_minutes(self, default: float) -> float:
         """The average length of the day's last ten consultations (``default`` before any)."""
@@ -303,7 +305,7 @@ class WaitingRoom:
         p = prefix(hub)
         result = await self._run(
             "call_next",
-            [p + "queue", p + "events"],
+            [p + "queue", p + "events", p + "spokes"],
             [
                 p,
                 doctor,
@@ -313,11 +315,16 @@ class WaitingRoom:
                 node,
                 token_id or "",
                 STREAM_MAXLEN,
+                self.service(hub).presence_grace_minutes * 60_000,
             ],
         )
         status = str(result[0])
         if status == "empty":
             raise QueueEmpty("nobody is waiting")
+        if status == "away":
+            raise QueueEmpty(
+                "the spokes of every waiting token are offline; their tokens keep their places"
+            )
         if status == "not_waiting":
             raise TokenNotWaiting(f"token {token_id} is not waiting")
         called = TokenId(str(result[1]))
@@ -434,14 +441,9 @@ class WaitingRoom:
                 pipe.hgetall(p + "window")
                 pipe.zrange(p + f"day:{yesterday}", 0, -1)
                 pipe.zcount(p + "doctors", _ms(now) - ON_DUTY_S * 1000, "+inf")
-                (
-                    waiting_ids,
-                    today_ids,
-                    held_ids,
-                    window,
-                    earlier_ids,
-                    doctors,
-                ) = await pipe.execute()
+                pipe.zrange(p + "spokes", 0, -1, withscores=True)
+                results = await pipe.execute()
+            waiting_ids, today_ids, held_ids, window, earlier_ids, doctors, spokes = results
             ids = list(dict.fromkeys([*waiting_ids, *today_ids, *held_ids, *earlier_ids]))
             async with self._store.pipeline(transaction=False) as pipe:
                 for token_id in ids:
@@ -474,6 +476,11 @@ class WaitingRoom:
             window=window.get("key") or None,
             closes_at=_from_ms(window["closes_at"]) if window.get("closes_at") else None,
             doctors_on_duty=int(doctors),
+            spokes_away=frozenset(
+                SpokeId(str(spoke))
+                for spoke, seen in spokes
+                if _ms(now) - int(seen) > self.service(hub).presence_grace_minutes * 60_000
+            ),
         )
 
     async def snapshot_head(self, hub: HubId, count: int) -> list[Token]:
@@ -488,6 +495,13 @@ class WaitingRoom:
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         return [Token.from_hash(r) for r in rows if r]
+
+    async def spoke_present(self, hub: HubId, spoke: SpokeId) -> None:
+        """Note that ``spoke``'s page is connected now (its tokens are callable)."""
+        try:
+            await self._store.zadd(prefix(hub) + "spokes", {spoke: _ms(self._clock())})
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def doctor_present(self, hub: HubId, doctor: UserId) -> None:
         """Note that ``doctor`` is watching the hub's queue now (for the wait estimate)."""

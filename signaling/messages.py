@@ -232,6 +232,9 @@ class TokenOut(BaseModel):
     estimated_wait_minutes: int | None = None
     #: For a waiting token: it is about to be called (the spoke should be ready).
     turn_near: bool = False
+    #: The spoke's page has been away longer than the hub's presence grace: the token keeps
+    #: its place but "call next" passes it over until the spoke is back.
+    spoke_away: bool = False
     room_id: str | None = None
     doctor: str | None = None
     doctor_name: str | None = None

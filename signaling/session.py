@@ -158,9 +158,9 @@ class Session:
         match msg:
             case m.Ping():
                 self.post(m.Pong(re=msg.id))
-                if self._subscription is not None and self.user.role is Role.DOCTOR:
-                    # A doctor's dashboard pings every heartbeat: that is being on duty.
-                    await self._waiting_room.doctor_present(self._subscription.hub, self.user.id)
+                if self._subscription is not None:
+                    # Pages ping every heartbeat: presence by heartbeat, not by the socket.
+                    await self._present(self._subscription.hub)
             case m.WatchQueue():
                 await self._watch_queue(msg)
             case m.RegisterPatient():
@@ -197,10 +197,15 @@ class Session:
         hub = self._hub()
         if self._subscription is None:
             self._subscription = self._feed.subscribe(hub, self._queue_changed)
-        if self.user.role is Role.DOCTOR:
-            await self._waiting_room.doctor_present(hub, self.user.id)
+        await self._present(hub)
         snapshot = await self._waiting_room.snapshot(hub)
         self.post(self._queue_view(snapshot).model_copy(update={"re": msg.id}))
+
+    async def _present(self, hub: HubId) -> None:
+        if self.user.role is Role.DOCTOR:
+            await self._waiting_room.doctor_present(hub, self.user.id)
+        elif self.user.role is Role.NURSE and self.user.spoke:
+            await self._waiting_room.spoke_present(hub, SpokeId(self.user.spoke))
 
     def _queue_view(self, snapshot: HubSnapshot) -> m.QueueOut:
         opens_at = self._waiting_room.next_opening(snapshot.hub)

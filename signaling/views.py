@@ -55,7 +55,10 @@ def queue_for(
     def out(t: Token) -> m.TokenOut:
         position = positions.get(t.id)
         estimate = snapshot.estimated_wait_minutes(position, default_consult) if position else None
-        return token_out(t, directory, position, estimate)
+        token = token_out(t, directory, position, estimate)
+        if t.spoke in snapshot.spokes_away:
+            token = token.model_copy(update={"spoke_away": True})
+        return token
 
     mine = (lambda t: t.spoke == user.spoke) if user.role is Role.NURSE else (lambda t: True)
     hub = directory.hub(snapshot.hub)

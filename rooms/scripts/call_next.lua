@@ -1,9 +1,12 @@
 -- Call the head of a hub's queue (or one named waiting token) and open its room, atomically:
 -- two doctors calling at once never get the same token.
 -- moves: waiting -> called
--- KEYS[1] = wr:{hub}:queue   KEYS[2] = wr:{hub}:events
+-- The head is the first token whose spoke is present: a spoke whose page has not been seen for
+-- the hub's presence grace keeps its place, but is passed over until it is back.  A spoke
+-- never seen (a token registered some other way) counts as present.
+-- KEYS[1] = wr:{hub}:queue   KEYS[2] = wr:{hub}:events   KEYS[3] = wr:{hub}:spokes
 -- ARGV: 1 prefix 'wr:{hub}:'  2 doctor  3 room_id  4 now_ms  5 ttl_s  6 node  7 token_id or ''
---       8 stream_maxlen
+--       8 stream_maxlen  9 presence grace in ms
 local token_id
 if ARGV[7] ~= '' then
   if redis.call('ZREM', KEYS[1], ARGV[7]) == 0 then
@@ -11,11 +14,30 @@ if ARGV[7] ~= '' then
   end
   token_id = ARGV[7]
 else
-  local head = redis.call('ZPOPMIN', KEYS[1])
-  if #head == 0 then
+  local now = tonumber(ARGV[4])
+  local grace = tonumber(ARGV[9])
+  local away = 0
+  local head = redis.call('ZRANGE', KEYS[1], 0, 99)
+  for _, candidate in ipairs(head) do
+    local spoke = redis.call('HGET', ARGV[1] .. 'token:' .. candidate, 'spoke')
+    if not spoke then
+      redis.call('ZREM', KEYS[1], candidate)  -- its record expired: nothing to call
+    else
+      local seen = redis.call('ZSCORE', KEYS[3], spoke)
+      if not seen or now - tonumber(seen) <= grace then
+        token_id = candidate
+        break
+      end
+      away = away + 1
+    end
+  end
+  if not token_id then
+    if away > 0 then
+      return {'away'}
+    end
     return {'empty'}
   end
-  token_id = head[1]
+  redis.call('ZREM', KEYS[1], token_id)
 end
 local tkey = ARGV[1] .. 'token:' .. token_id
 local spoke = redis.call('HGET', tkey, 'spoke')

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from core.directory import DEMO_DIRECTORY, Directory
 from core.domain import HubId, Sex, SpokeId, UserId
 from core.store import Redis
-from rooms import Patient, ServiceKeeper, Token, WaitingRoom
+from rooms import Patient, QueueEmpty, ServiceKeeper, Token, WaitingRoom
 
 HUB = HubId("bhabua-sadar")
 SPOKE, NURSE = SpokeId("akhlaspur"), UserId("nurse.akhlaspur")
@@ -76,3 +78,26 @@ async def test_turn_near_is_told_once_per_token(store: Redis) -> None:
     await keeper.tick()
     assert recorder.notices[-1] == ("P2", 2)
     assert len(recorder.notices) == 3
+
+
+async def test_an_offline_spoke_keeps_its_place_but_is_passed_over(store: Redis) -> None:
+    clock = Clock()
+    room = WaitingRoom(store, Directory.load(DEMO_DIRECTORY), clock)
+    await ServiceKeeper(room, [HUB]).tick()
+    other = SpokeId("sihoriya")
+    first = await room.issue(SPOKE, NURSE, patient("from Akhlaspur"))
+    second = await room.issue(other, UserId("nurse.sihoriya"), patient("from Sihoriya"))
+    await room.spoke_present(HUB, SPOKE)
+    await room.spoke_present(HUB, other)
+    clock.now += timedelta(minutes=1)
+    await room.spoke_present(HUB, other)  # Akhlaspur's link dropped a minute ago
+    clock.now += timedelta(minutes=1, seconds=30)  # past the demo hub's 2-minute grace for it
+    snap = await room.snapshot(HUB)
+    assert snap.spokes_away == {SPOKE}
+    assert [t.id for t in snap.waiting] == [first.id, second.id]  # its place is kept
+    called = await room.call_next(HUB, UserId("dr.sharma"), "n")
+    assert called.id == second.id  # but the present spoke is called first
+    with pytest.raises(QueueEmpty, match="offline"):
+        await room.call_next(HUB, UserId("dr.sharma"), "n")
+    await room.spoke_present(HUB, SPOKE)  # back
+    assert (await room.call_next(HUB, UserId("dr.sharma"), "n")).id == first.id
