@@ -8,6 +8,7 @@ appended to the hub's event stream, which is how every server process learns of 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import secrets
@@ -166,6 +167,12 @@ class HubSnapshot:
         return None
 
 
+def _token_from_script(encoded: str) -> Token:
+    """A token hash as a script returns it: ``HGETALL``'s flat list, encoded as JSON."""
+    flat = json.loads(encoded)
+    return Token.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
 def _from_ms(raw: str) -> datetime:
     return datetime.fromtimestamp(int(raw) / 1000, UTC)
 
@@ -290,11 +297,8 @@ class WaitingRoom:
                 advance_ms,
             ],
         )
-        token_id = TokenId(str(result[0]))
-        logger.info("token %s issued at spoke %s", token_id, spoke)
-        token = await self.token(hub, token_id)
-        if token is None:  # pragma: no cover - the script just wrote it
-            raise TokenNotFound(token_id)
+        token = _token_from_script(result[3])
+        logger.info("token %s issued at spoke %s", token.id, spoke)
         return token
 
     async def call_next(
@@ -327,11 +331,8 @@ class WaitingRoom:
             )
         if status == "not_waiting":
             raise TokenNotWaiting(f"token {token_id} is not waiting")
-        called = TokenId(str(result[1]))
-        logger.info("token %s called by %s into room %s", called, doctor, room_id)
-        token = await self.token(hub, called)
-        if token is None:  # pragma: no cover
-            raise TokenNotFound(called)
+        token = _token_from_script(result[2])
+        logger.info("token %s called by %s into room %s", token.id, doctor, room_id)
         return token
 
     async def activate_room(self, hub: HubId, room_id: RoomId) -> str:

@@ -50,4 +50,5 @@ redis.call('HSET', rkey, 'id', ARGV[3], 'token', token_id, 'spoke', spoke, 'nurs
 redis.call('EXPIRE', rkey, ARGV[5])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
   'event', 'called', 'token', token_id, 'spoke', spoke, 'room', ARGV[3], 'at', ARGV[4])
-return {'ok', token_id}
+-- The token comes back whole, saving the caller a second round trip.
+return {'ok', token_id, cjson.encode(redis.call('HGETALL', tkey))}

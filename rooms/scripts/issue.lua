@@ -51,4 +51,5 @@ redis.call('ZADD', KEYS[4], n, token_id)
 redis.call('EXPIRE', KEYS[4], ARGV[7])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*',
   'event', 'issued', 'token', token_id, 'spoke', ARGV[4], 'state', state, 'at', ARGV[6])
-return {token_id, n, state}
+-- The token comes back whole, saving the caller a second round trip.
+return {token_id, n, state, cjson.encode(redis.call('HGETALL', tkey))}
