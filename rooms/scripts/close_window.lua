@@ -26,7 +26,8 @@ for i = 1, #waiting, 2 do
       score = score - offset
     end
     redis.call('ZADD', KEYS[3], score, token_id)
-    redis.call('HSET', tkey, 'state', 'carried_over')
+    -- The token keeps its carried place even if it is called and requeued later.
+    redis.call('HSET', tkey, 'state', 'carried_over', 'score', score)
   else
     redis.call('HSET', tkey, 'state', 'expired', 'ended_at', ARGV[3],
       'end_reason', 'service window closed')

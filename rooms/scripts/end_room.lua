@@ -60,7 +60,7 @@ else
     if score >= 0 then
       score = score - tonumber(ARGV[6])
     end
-    redis.call('HSET', tkey, 'state', 'carried_over')
+    redis.call('HSET', tkey, 'state', 'carried_over', 'score', score)
     redis.call('ZADD', KEYS[5], score, token_id)
   end
   outcome = 'requeued'

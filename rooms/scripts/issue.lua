@@ -15,19 +15,24 @@
 local n = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 local order = redis.call('INCR', KEYS[2])
-local last = redis.call('HMGET', KEYS[8], 'ms', 'n')
+-- The issue time never goes back (servers' clocks differ a little).
 local ms = tonumber(ARGV[6])
-local rank = 0
-if last[1] and tonumber(last[1]) >= ms then
-  ms = tonumber(last[1])
-  rank = tonumber(last[2]) + 1
-  if rank >= 1000 then
-    ms = ms + 1
-    rank = 0
-  end
+local latest = tonumber(redis.call('HGET', KEYS[8], 'ms') or '0')
+if latest > ms then
+  ms = latest
 end
-redis.call('HSET', KEYS[8], 'ms', ms, 'n', rank)
-local score = (ms - tonumber(ARGV[15])) * 1000 + rank
+redis.call('HSET', KEYS[8], 'ms', ms)
+-- Tokens that count as issued in the same millisecond (an urgent one counts earlier) are
+-- ranked by arrival: the rank is kept per counted millisecond, not per issue millisecond.
+-- One small hash of ranks per service day, gone two days later.
+local counted = ms - tonumber(ARGV[15])
+local ranks = ARGV[1] .. 'ranks:' .. ARGV[3]
+local rank = redis.call('HINCRBY', ranks, counted, 1) - 1
+redis.call('EXPIRE', ranks, 2 * 24 * 3600)
+if rank > 999 then
+  rank = 999
+end
+local score = counted * 1000 + rank
 local token_id = ARGV[2] .. '.' .. ARGV[3] .. '.' .. n
 local tkey = ARGV[1] .. 'token:' .. token_id
 local window = redis.call('HMGET', KEYS[6], 'key', 'capacity', 'admitted')
