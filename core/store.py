@@ -10,6 +10,7 @@ import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: The client type every package uses; it always decodes responses to ``str``.
@@ -40,6 +41,9 @@ def open_store(redis_url: str | None) -> Redis:
     return aioredis.Redis.from_url(
         redis_url,
         decode_responses=True,
+        # With maintenance notifications on (redis-py's default "auto"), pooled connections are
+        # not checked before use, so after a Redis restart every idle one fails a command.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,

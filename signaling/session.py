@@ -202,10 +202,14 @@ class Session:
         self.post(self._queue_view(snapshot).model_copy(update={"re": msg.id}))
 
     async def _present(self, hub: HubId) -> None:
-        if self.user.role is Role.DOCTOR:
-            await self._waiting_room.doctor_present(hub, self.user.id)
-        elif self.user.role is Role.NURSE and self.user.spoke:
-            await self._waiting_room.spoke_present(hub, SpokeId(self.user.spoke))
+        """Best effort: presence feeds estimates and passing-over, never a reply of its own."""
+        try:
+            if self.user.role is Role.DOCTOR:
+                await self._waiting_room.doctor_present(hub, self.user.id)
+            elif self.user.role is Role.NURSE and self.user.spoke:
+                await self._waiting_room.spoke_present(hub, SpokeId(self.user.spoke))
+        except StoreUnavailable:
+            logger.debug("session %s: presence not recorded (store unavailable)", self.label)
 
     def _queue_view(self, snapshot: HubSnapshot) -> m.QueueOut:
         opens_at = self._waiting_room.next_opening(snapshot.hub)
