@@ -10,8 +10,8 @@ import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.maint_notifications import MaintNotificationsConfig
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 #: The client type every package uses; it always decodes responses to ``str``.
 Redis = aioredis.Redis
