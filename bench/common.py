@@ -65,6 +65,40 @@ T = TypeVar("T")
 # ------------------------------------------------------------------------------ small helpers
 
 
+#: A hub's service section that serves around the clock, so a run at any hour finds it open.
+ALWAYS_OPEN_SERVICE = [
+    "[[hubs.service.windows]]",
+    'open = "00:00"',
+    'close = "24:00"',
+    "",
+]
+
+
+def redis_server_argv(
+    exe: str, port: int, directory: Path, appendonly: str = "no", appendfsync: str = "everysec"
+) -> list[str]:
+    """The command line of a redis-server of our own: loopback only, no RDB snapshots."""
+    return [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        appendonly,
+        "--appendfsync",
+        appendfsync,
+        "--dir",
+        str(directory),
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
+    ]
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
@@ -219,11 +253,7 @@ def write_directory(path: Path, consults: int) -> list[tuple[str, str]]:
             f'name = "Benchmark hub {i}"',
             'timezone = "Asia/Kolkata"',
             "",
-            # Open around the clock, so that a run at any hour finds the hub serving.
-            "[[hubs.service.windows]]",
-            'open = "00:00"',
-            'close = "24:00"',
-            "",
+            *ALWAYS_OPEN_SERVICE,
             "[[spokes]]",
             f'id = "bench-spoke-{i}"',
             f'name = "Benchmark spoke {i}"',

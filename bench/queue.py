@@ -60,6 +60,7 @@ import psutil
 import uvloop
 
 from bench.common import (
+    ALWAYS_OPEN_SERVICE,
     EXIT_TERMINATED,
     PATIENT,
     free_port,
@@ -67,6 +68,7 @@ from bench.common import (
     now_iso,
     percentile,
     process_cpu_seconds,
+    redis_server_argv,
     run_main,
     setup_logging,
     write_report,
@@ -173,11 +175,7 @@ def write_queue_directory(path: Path, run_id: str, hubs: int, doctors: int) -> L
             "consultation_minutes = 15",
             'at_closing = "carry_over"',
             "",
-            "[[hubs.service.windows]]",
-            'days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]',
-            'open = "00:00"',
-            'close = "23:59"',
-            "",
+            *ALWAYS_OPEN_SERVICE,
         ]
         for s in range(SPOKES_PER_HUB):
             spoke, nurse = f"{hub}-s{s}", f"nurse.{hub}-s{s}"
@@ -495,23 +493,7 @@ class RedisServerProcess:
 
     async def start(self) -> None:
         """Start the server and wait until it answers PING."""
-        argv = [
-            self.exe,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.directory),
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-        ]
+        argv = redis_server_argv(self.exe, self.port, self.directory)
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.common import redis_server_argv
 from core.store import Redis, open_store
 
 
@@ -42,25 +43,9 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                self.exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                self.appendonly,
-                "--appendfsync",
-                self.appendfsync,
-                "--dir",
-                str(self.directory),
-                "--protected-mode",
-                "yes",
-                "--loglevel",
-                "warning",
-            ],
+            redis_server_argv(
+                self.exe, self.port, self.directory, self.appendonly, self.appendfsync
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

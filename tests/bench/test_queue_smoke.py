@@ -7,48 +7,19 @@ how fast it was: the throughput and latency targets are checked by running the b
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.runner import run_bench
+
 TIMEOUT_S = 120.0
 
 
 def run_queue_bench(args: list[str], json_path: Path) -> dict[str, Any]:
-    """Run ``python -m bench.queue``; on a time-out it gets SIGTERM (it stops Redis) first."""
-    argv = [sys.executable, "-m", "bench.queue", *args, "--json", str(json_path)]
-    argv += ["--log-level", "WARNING"]
-    proc = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            # Its own session holds the benchmark, its clients and its redis-server only.
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-        raise AssertionError(f"bench.queue did not finish within {TIMEOUT_S}s") from None
-    assert proc.returncode == 0, stderr[-4000:]
-    report: dict[str, Any] = json.loads(json_path.read_text(encoding="utf-8"))
-    assert json.loads(stdout) == report, "stdout and --json differ"
-    return report
+    return run_bench("bench.queue", args, json_path, TIMEOUT_S)
 
 
 def is_positive(value: object) -> bool:
