@@ -2,6 +2,6 @@
 
 from .aiortc_glue import install as install_passthrough
 from .peer import NegotiationError, PeerState
-from .room import MediaRoom
+from .room import MediaConsumer, MediaRoom
 
-__all__ = ["MediaRoom", "NegotiationError", "PeerState", "install_passthrough"]
+__all__ = ["MediaConsumer", "MediaRoom", "NegotiationError", "PeerState", "install_passthrough"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from core.domain import Participant
 from core.settings import IceServer
@@ -26,6 +27,16 @@ KINDS = ("audio", "video")
 PeerStateCallback = Callable[[Participant, PeerState], None]
 
 
+class MediaConsumer(Protocol):
+    """Something besides the other seat that takes a room's encoded frames (the recorder).
+
+    ``push`` runs on the event loop for every frame a seat sends; it must not block.
+    ``source`` is the seat's current peer connection: it changes when the seat reconnects.
+    """
+
+    def push(self, seat: Participant, kind: str, frame: EncodedFrame, source: object) -> None: ...
+
+
 class MediaRoom:
     """Relays audio and video between the spoke seat and the hub seat of a room."""
 
@@ -40,6 +51,7 @@ class MediaRoom:
         self._seat_locks = {seat: asyncio.Lock() for seat in Participant}
         self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
+        self._consumers: list[MediaConsumer] = []
         #: ``outbound[seat][kind]`` is what ``seat`` receives: the other seat's media.
         self.outbound: dict[Participant, dict[str, RelayTrack]] = {}
         self._keyframe: dict[Participant, KeyframeLimiter] = {}
@@ -96,6 +108,22 @@ class MediaRoom:
     def _relay(self, source: Participant, kind: str, frame: EncodedFrame, peer: object) -> None:
         if self._peers.get(source) is peer:
             self.outbound[source.other][kind].push(frame, peer)
+            for consumer in self._consumers:
+                consumer.push(source, kind, frame, peer)
+
+    def add_consumer(self, consumer: MediaConsumer) -> None:
+        """Send every frame from now on to ``consumer`` too, and ask both seats for a keyframe."""
+        self._consumers.append(consumer)
+        for seat in Participant:
+            self.request_keyframe(seat)
+
+    def remove_consumer(self, consumer: MediaConsumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
+    def request_keyframe(self, seat: Participant) -> None:
+        """Ask ``seat``'s browser for a video keyframe (rate-limited)."""
+        self._keyframe[seat]()
 
     def _peer_state(self, seat: Participant, peer: Peer, state: PeerState) -> None:
         if self._peers.get(seat) is not peer:
@@ -127,6 +155,7 @@ class MediaRoom:
         if self._closed:
             return
         self._closed = True
+        self._consumers.clear()
         for seat in list(self._peers):
             await self.disconnect(seat)
         for tracks in self.outbound.values():
