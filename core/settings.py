@@ -58,6 +58,10 @@ class Settings:
     room_grace_s: float = 20.0
     #: Bound on each websocket's outgoing queue; a client that lets it fill is disconnected.
     outbox_size: int = 256
+    #: Record consultations whose patient consented (``--recording off`` never records).
+    recording: bool = True
+    #: Days after which recordings are deleted (with a receipt in the audit log); 0 keeps them.
+    retention_days: int = 0
     node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(3))
     log_level: str = "INFO"
 
@@ -119,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a room waits for a participant whose link dropped (default 20)",
     )
+    add(
+        "--recording",
+        choices=["on", "off"],
+        help="record consultations whose patient consented (default on)",
+    )
+    add(
+        "--retention-days",
+        type=int,
+        help="delete recordings this many days after the consultation (default 0: keep)",
+    )
     add("--node-id", help="this server process's id (default random)")
     add("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -170,6 +184,8 @@ def _make(values: dict[str, object]) -> Settings:
             )
         except (json.JSONDecodeError, ValidationError) as exc:
             raise SettingsError(f"--ice-servers is not a valid list of ICE servers: {exc}") from exc
+    if "recording" in kwargs:
+        kwargs["recording"] = kwargs["recording"] == "on"
     if "allowed_origins" in kwargs:
         kwargs["allowed_origins"] = tuple(kwargs["allowed_origins"])  # type: ignore[arg-type]
     settings = Settings(**kwargs)  # type: ignore[arg-type]
@@ -179,6 +195,8 @@ def _make(values: dict[str, object]) -> Settings:
         raise SettingsError(f"--port {settings.port} is not a TCP port")
     if settings.heartbeat_s <= 0 or settings.room_grace_s < 0:
         raise SettingsError("--heartbeat must be positive and --room-grace not negative")
+    if settings.retention_days < 0:
+        raise SettingsError("--retention-days must not be negative")
     if settings.redis_url is not None and not settings.redis_url.startswith(
         ("redis://", "rediss://", "unix://")
     ):
