@@ -2,6 +2,7 @@
 
 python server.py [flags]            serve (see --help; every flag is also SETU_<FLAG>)
 python server.py check-config PATH  check a directory file; exits 1 on any problem
+python server.py verify PATH        check the audit log and recordings; exits 1 on any tampering
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+import audit
 import core.setup
 import media
 import rooms
 import signaling
 import web as pages
+from audit.verify import main as verify_main
 from core.checks import check_directory
 from core.directory import DirectoryError
 from core.settings import Settings, SettingsError, load_settings
@@ -34,6 +37,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app = web.Application(client_max_size=256 * 1024)
     core.setup.setup(app, settings)
     media.install_passthrough()
+    audit.setup(app, settings, clock)
     rooms.setup(app, settings, clock)
     signaling.setup(app, settings)
     pages.setup(app, settings)
@@ -76,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check-config"]:
         return check_config(argv[1:])
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
     try:
         settings = load_settings(argv, os.environ)
     except SettingsError as exc:

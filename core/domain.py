@@ -82,6 +82,34 @@ class EndReason(enum.StrEnum):
     NO_SHOW = "no_show"  # the spoke did not join in time
 
 
+class ConsentState(enum.StrEnum):
+    """The patient's consent to recording, in one consultation."""
+
+    NONE = "none"  # not asked yet: nothing is recorded
+    RECORDED = "recorded"  # the nurse recorded it; the doctor has not confirmed yet
+    CONFIRMED = "confirmed"  # the doctor confirmed it: recording runs
+    WITHDRAWN = "withdrawn"  # withdrawn: recording stopped and does not start again
+
+
+class ConsentGiver(enum.StrEnum):
+    PATIENT = "patient"
+    CAREGIVER = "caregiver"  # a named adult, for a minor or a patient who cannot consent
+
+
+class ConsentMethod(enum.StrEnum):
+    VERBAL = "verbal"
+    WRITTEN = "written"
+
+
+class RecordingState(enum.StrEnum):
+    """Whether a consultation is being recorded."""
+
+    OFF = "off"  # no confirmed consent yet
+    RECORDING = "recording"
+    STOPPED = "stopped"  # consent withdrawn, or the consultation ended
+    DISABLED = "disabled"  # this server does not record (``--recording off``)
+
+
 def room_hub(room_id: str) -> HubId:
     """The hub that a room id belongs to (room ids are ``<hub>.<random>``)."""
     hub, sep, rest = room_id.partition(".")

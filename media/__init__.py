@@ -2,6 +2,16 @@
 
 from .aiortc_glue import install as install_passthrough
 from .peer import NegotiationError, PeerState
+from .recorder import Gap, RecordedFile, Recorder
 from .room import MediaConsumer, MediaRoom
 
-__all__ = ["MediaConsumer", "MediaRoom", "NegotiationError", "PeerState", "install_passthrough"]
+__all__ = [
+    "Gap",
+    "MediaConsumer",
+    "MediaRoom",
+    "NegotiationError",
+    "PeerState",
+    "RecordedFile",
+    "Recorder",
+    "install_passthrough",
+]

@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from audit import ARCHIVE, AUDIT_TRAIL, SIGNING_KEY
 from core.appkeys import DIRECTORY, STORE
 from core.domain import HubId
 from core.settings import Settings
 from core.store import StoreUnavailable
 
+from .consent import Consent, ConsentError
 from .feed import HubFeed, Subscription
 from .figures import DayFigures, Figures, QueuePoint
+from .journal import Archiving, Journal
 from .keeper import ServiceKeeper
 from .registry import (
     IllegalTransition,
@@ -64,7 +67,10 @@ __all__ = [
     "SERVICE_CONFIGS",
     "SERVICE_KEEPER",
     "WAITING_ROOM",
+    "Archiving",
     "Clock",
+    "Consent",
+    "ConsentError",
     "DayFigures",
     "EffectiveService",
     "Figures",
@@ -72,6 +78,7 @@ __all__ = [
     "HubSnapshot",
     "IllegalTransition",
     "InvalidService",
+    "Journal",
     "LiveRoom",
     "NotAParticipant",
     "Override",
@@ -107,7 +114,14 @@ def setup(app: web.Application, settings: Settings, clock: Clock = utc_now) -> N
         hubs = [HubId(h) for h in directory.hubs]
         feed = HubFeed(app[STORE], waiting_room, hubs, on_service_changed=configs.refresh)
         keeper = ServiceKeeper(waiting_room, hubs, configs=configs)
-        registry = RoomRegistry(settings, waiting_room)
+        archiving = Archiving(
+            trail=app[AUDIT_TRAIL],
+            archive=app[ARCHIVE],
+            key=app[SIGNING_KEY],
+            node=settings.node_id,
+            record_media=settings.recording,
+        )
+        registry = RoomRegistry(settings, waiting_room, directory, archiving)
         app[WAITING_ROOM] = waiting_room
         app[SERVICE_CONFIGS] = configs
         app[FIGURES] = Figures(app[STORE], waiting_room, directory)

@@ -11,9 +11,12 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
-from core.directory import User
+from core.directory import Directory, User
 from core.domain import (
+    ConsentGiver,
+    ConsentMethod,
     EndReason,
     HubId,
     Participant,
@@ -29,7 +32,8 @@ from core.store import StoreUnavailable
 from core.tasks import TaskOwner
 from media import MediaRoom, PeerState
 
-from .waiting_room import WaitingRoom
+from .journal import Archiving, Journal
+from .waiting_room import Token, WaitingRoom
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class IllegalTransition(RoomError):
 class RoomEvent:
     """What a room tells the people in it."""
 
-    kind: str  # "peer_state" | "ended" | "replaced"
+    kind: str  # "peer_state" | "ended" | "replaced" | "consent"
     seat: Participant | None = None
     state: str | None = None
     reason: str | None = None
@@ -81,8 +85,11 @@ class LiveRoom:
         room_id: RoomId,
         hub: HubId,
         record: dict[str, str],
+        token: Token,
         settings: Settings,
         waiting_room: WaitingRoom,
+        directory: Directory,
+        archiving: Archiving,
         on_ended: Callable[[LiveRoom], None],
     ) -> None:
         self.id = room_id
@@ -99,6 +106,26 @@ class LiveRoom:
         self._grace: dict[Participant, asyncio.Task[None] | None] = {}
         self._tasks = TaskOwner(f"room {room_id}")
         self.media = MediaRoom(room_id, settings.ice_servers, self._peer_state)
+        created_ms = record.get("created_at")
+        started_at = (
+            datetime.fromtimestamp(int(created_ms) / 1000, UTC)
+            if created_ms
+            else waiting_room.now()
+        )
+        self.journal = Journal(
+            room_id=room_id,
+            hub=hub,
+            token=token,
+            started_at=started_at,
+            directory=directory,
+            archiving=archiving,
+            clock=waiting_room.now,
+            media=self.media,
+        )
+        self.journal.note("called", by=self.doctor, at=started_at)
+        # Seats whose media has come up once: a later "connected" is a reconnection.
+        self._media_seen: set[Participant] = set()
+        self._media_lost: set[Participant] = set()
         self.end_reason: EndReason | None = None
         self._ending: asyncio.Task[None] | None = None
         # The spoke has the hub's no-show time from the call to join; then the room ends and
@@ -126,6 +153,7 @@ class LiveRoom:
         previous = self._listeners.get(seat)
         self._listeners[seat] = listener
         self._cancel_grace(seat)
+        self.journal.note("joined", seat=seat, by=self._username(seat))
         if seat is Participant.SPOKE:
             self._spoke_joined = True
         # Listeners are bound methods: compare with ==, a new bound object is made on each access.
@@ -138,6 +166,7 @@ class LiveRoom:
             return
         del self._listeners[seat]
         if self.state is not RoomState.ENDED:
+            self.journal.note("left", seat=seat, by=self._username(seat))
             self._tasks.spawn(self.media.disconnect(seat), name=f"disconnect {seat}")
             self._broadcast(RoomEvent("peer_state", seat=seat, state="absent"))
             self._start_grace(seat)
@@ -155,9 +184,18 @@ class LiveRoom:
             raise RoomClosed("this consultation has ended")
         return await self.media.connect(seat, sdp)
 
+    def _username(self, seat: Participant) -> str:
+        return self.nurse if seat is Participant.SPOKE else self.doctor
+
     def _peer_state(self, seat: Participant, state: PeerState) -> None:
         self._broadcast(RoomEvent("peer_state", seat=seat, state=state.value))
         if state is PeerState.CONNECTED:
+            if seat not in self._media_seen:
+                self._media_seen.add(seat)
+                self.journal.note("media_connected", seat=seat)
+            elif seat in self._media_lost:
+                self.journal.note("reconnected", seat=seat)
+            self._media_lost.discard(seat)
             self._cancel_grace(seat)
             # The consultation takes place when both seats' current peer connections are up at
             # the same moment (asked of the media, not of a set that a departure could leave stale).
@@ -168,7 +206,58 @@ class LiveRoom:
                 self._transition(RoomState.ACTIVE)
                 self._tasks.spawn(self._activate(), name="activate")
         elif state in (PeerState.FAILED, PeerState.CLOSED):
+            if seat in self._media_seen and seat not in self._media_lost:
+                self._media_lost.add(seat)
+                self.journal.note("reconnecting", seat=seat)
             self._start_grace(seat)
+
+    # ------------------------------------------------------------------ consent
+
+    def _require_live(self) -> None:
+        if self.state is RoomState.ENDED:
+            raise RoomClosed("this consultation has ended")
+
+    async def record_consent(
+        self,
+        seat: Participant,
+        source: str | None,
+        *,
+        given_by: ConsentGiver,
+        method: ConsentMethod,
+        caregiver: str | None,
+        relation: str | None,
+    ) -> None:
+        """The nurse records the patient's consent to recording."""
+        self._require_live()
+        if seat is not Participant.SPOKE:
+            raise NotAParticipant("the nurse records the patient's consent")
+        await self.journal.record_consent(
+            self.nurse,
+            source,
+            given_by=given_by,
+            method=method,
+            caregiver=caregiver,
+            relation=relation,
+        )
+        self._broadcast(RoomEvent("consent", seat=seat))
+
+    async def confirm_consent(self, seat: Participant, source: str | None) -> None:
+        """The doctor confirms the consent; recording starts."""
+        self._require_live()
+        if seat is not Participant.HUB:
+            raise NotAParticipant("the doctor confirms the patient's consent")
+        await self.journal.confirm_consent(self.doctor, source)
+        self._broadcast(RoomEvent("consent", seat=seat))
+
+    async def withdraw_consent(self, seat: Participant, source: str | None) -> None:
+        self._require_live()
+        await self.journal.withdraw_consent(self._username(seat), seat, source)
+        self._broadcast(RoomEvent("consent", seat=seat))
+
+    def hang_up(self, seat: Participant) -> asyncio.Task[None]:
+        if self.state is not RoomState.ENDED:
+            self.journal.note("hangup", seat=seat, by=self._username(seat))
+        return self.end(EndReason.HANGUP)
 
     async def _activate(self) -> None:
         try:
@@ -205,6 +294,7 @@ class LiveRoom:
         """End the room for both seats (idempotent); the returned task finishes the cleanup."""
         if self._ending is None:
             self.end_reason = reason
+            self.journal.ending = True
             self._transition(RoomState.ENDED)
             self._broadcast(RoomEvent("ended", reason=reason.value))
             self._listeners.clear()
@@ -217,6 +307,12 @@ class LiveRoom:
         try:
             await self._tasks.close()
             await self.media.close()
+            try:
+                await self.journal.seal(reason)
+            except Exception:
+                # The waiting room must still learn that the room ended.
+                logger.exception("room %s: could not write its record", self.id)
+            await self.journal.close()
             for attempt in range(5):
                 try:
                     outcome = await self._waiting_room.end_room(
@@ -248,9 +344,17 @@ def _seat_in(record: dict[str, str], user: User) -> Participant:
 class RoomRegistry:
     """The live rooms of this process (every add has its remove in :meth:`LiveRoom.end`)."""
 
-    def __init__(self, settings: Settings, waiting_room: WaitingRoom) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        waiting_room: WaitingRoom,
+        directory: Directory,
+        archiving: Archiving,
+    ) -> None:
         self._settings = settings
         self._waiting_room = waiting_room
+        self._directory = directory
+        self._archiving = archiving
         self._rooms: dict[RoomId, LiveRoom] = {}
         self._ending: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -280,11 +384,24 @@ class RoomRegistry:
             if record["state"] == RoomState.ENDED:
                 raise RoomClosed("this consultation has ended")
             _seat_in(record, user)
+            token = await self._waiting_room.token(hub, TokenId(record["token"]))
+            if token is None:
+                raise RoomNotFound("this consultation's token is missing")
             live = self._rooms.get(rid)  # another join may have loaded it meanwhile
             if live is None:
                 if self._closing:
                     raise RoomClosed("the server is shutting down")
-                live = LiveRoom(rid, hub, record, self._settings, self._waiting_room, self._removed)
+                live = LiveRoom(
+                    rid,
+                    hub,
+                    record,
+                    token,
+                    self._settings,
+                    self._waiting_room,
+                    self._directory,
+                    self._archiving,
+                    self._removed,
+                )
                 self._rooms[rid] = live
         if live.state is RoomState.ENDED:
             raise RoomClosed("this consultation has ended")

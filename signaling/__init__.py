@@ -72,7 +72,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     session = Session(
-        ws, user, settings, app[DIRECTORY], app[WAITING_ROOM], app[HUB_FEED], app[ROOMS]
+        ws,
+        user,
+        settings,
+        app[DIRECTORY],
+        app[WAITING_ROOM],
+        app[HUB_FEED],
+        app[ROOMS],
+        remote=request.remote,
     )
     app[SESSIONS].add(session)
     try:

@@ -18,7 +18,7 @@ from pydantic import (
     ValidationError,
 )
 
-from core.domain import Priority, Sex
+from core.domain import ConsentGiver, ConsentMethod, Priority, Sex
 
 PROTOCOL_VERSION = 1
 #: Largest websocket message accepted, in bytes; an SDP offer is about 5 KiB.  A larger one
@@ -112,6 +112,28 @@ class Hangup(_In):
     type: Literal["hangup"]
 
 
+class RecordConsent(_In):
+    """The nurse records the patient's consent to recording (who gave it and how)."""
+
+    type: Literal["record_consent"]
+    given_by: ConsentGiver
+    method: ConsentMethod
+    #: For ``given_by: caregiver``: the caregiver's name and relation to the patient.
+    caregiver: Text | None = None
+    relation: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+        | None
+    ) = None
+
+
+class ConfirmConsent(_In):
+    type: Literal["confirm_consent"]
+
+
+class WithdrawConsent(_In):
+    type: Literal["withdraw_consent"]
+
+
 ClientMessage = Annotated[
     Ping
     | WatchQueue
@@ -122,7 +144,10 @@ ClientMessage = Annotated[
     | RecallToken
     | Join
     | Offer
-    | Hangup,
+    | Hangup
+    | RecordConsent
+    | ConfirmConsent
+    | WithdrawConsent,
     Field(discriminator="type"),
 ]
 _CLIENT = TypeAdapter(ClientMessage)
@@ -137,6 +162,9 @@ CLIENT_TYPES = (
     "join",
     "offer",
     "hangup",
+    "record_consent",
+    "confirm_consent",
+    "withdraw_consent",
 )
 
 
@@ -314,6 +342,25 @@ class RoomEnded(_Out):
     reason: str
 
 
+class ConsentOut(_Out):
+    """The consent to recording and whether the consultation is being recorded."""
+
+    type: Literal["consent"] = "consent"
+    room_id: str
+    state: str
+    recording: str
+    given_by: str | None = None
+    caregiver: str | None = None
+    relation: str | None = None
+    method: str | None = None
+    recorded_by: str | None = None
+    recorded_at: str | None = None
+    confirmed_by: str | None = None
+    confirmed_at: str | None = None
+    withdrawn_by: str | None = None
+    withdrawn_at: str | None = None
+
+
 class Error(_Out):
     type: Literal["error"] = "error"
     code: str
@@ -331,6 +378,7 @@ ServerMessage = (
     | Answer
     | PeerState
     | RoomEnded
+    | ConsentOut
     | Error
 )
 

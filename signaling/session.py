@@ -21,6 +21,7 @@ from core.store import StoreUnavailable
 from core.tasks import TaskOwner
 from media import NegotiationError
 from rooms import (
+    ConsentError,
     HubFeed,
     HubSnapshot,
     LiveRoom,
@@ -59,8 +60,11 @@ class Session:
         waiting_room: WaitingRoom,
         feed: HubFeed,
         rooms: RoomRegistry,
+        remote: str | None = None,
     ) -> None:
         self.id = secrets.token_hex(3)
+        #: The client's address, as the audit log records it.
+        self.remote = remote
         self.ws = ws
         self.user = user
         self._settings = settings
@@ -132,7 +136,7 @@ class Session:
             return
         try:
             await self._dispatch(message)
-        except (WaitingRoomError, RoomError, Forbidden, NegotiationError) as exc:
+        except (WaitingRoomError, RoomError, Forbidden, NegotiationError, ConsentError) as exc:
             code = getattr(exc, "code", "negotiation_failed")
             self.post(m.Error(code=code, message=str(exc), re=message.id))
         except StoreUnavailable:
@@ -179,6 +183,8 @@ class Session:
                 await self._offer(msg)
             case m.Hangup():
                 self._hangup(msg)
+            case m.RecordConsent() | m.ConfirmConsent() | m.WithdrawConsent():
+                await self._consent(msg)
 
     def _require(self, *roles: Role) -> None:
         if self.user.role not in roles:
@@ -313,6 +319,7 @@ class Session:
         )
         for other_seat, state in room.peer_states().items():
             self.post(m.PeerState(seat=other_seat.value, state=state))
+        self.post(self._consent_view(room))
         logger.info("session %s: joined room %s as %s", self.label, room.id, seat)
 
     async def _offer(self, msg: m.Offer) -> None:
@@ -347,13 +354,53 @@ class Session:
             raise Forbidden("not in a consultation")
         logger.info("session %s: hung up room %s", self.label, room.id)
         # The reply to the hang-up is this session's room_ended; the other side gets a push.
+        seat = self._seat
         self._room = self._seat = None
-        room.end(EndReason.HANGUP)
+        if seat is not None:
+            room.hang_up(seat)
+        else:
+            room.end(EndReason.HANGUP)
         self.post(m.RoomEnded(room_id=room.id, reason=EndReason.HANGUP.value, re=msg.id))
+
+    async def _consent(
+        self, msg: m.RecordConsent | m.ConfirmConsent | m.WithdrawConsent
+    ) -> None:
+        room, seat = self._room, self._seat
+        if room is None or seat is None:
+            raise Forbidden("join a consultation first")
+        match msg:
+            case m.RecordConsent():
+                await room.record_consent(
+                    seat,
+                    self.remote,
+                    given_by=msg.given_by,
+                    method=msg.method,
+                    caregiver=msg.caregiver,
+                    relation=msg.relation,
+                )
+            case m.ConfirmConsent():
+                await room.confirm_consent(seat, self.remote)
+            case m.WithdrawConsent():
+                await room.withdraw_consent(seat, self.remote)
+        self.post(self._consent_view(room).model_copy(update={"re": msg.id}))
+
+    @staticmethod
+    def _consent_view(room: LiveRoom) -> m.ConsentOut:
+        record = room.journal.consent_record() or {}
+        return m.ConsentOut(
+            room_id=room.id,
+            state=room.journal.consent.state.value,
+            recording=room.journal.recording.value,
+            **{k: v for k, v in record.items() if k != "state"},
+        )
 
     def _room_event(self, event: RoomEvent) -> None:
         room = self._room
         if room is None:
+            return
+        if event.kind == "consent":
+            if event.seat is not self._seat:  # the one who acted gets the reply instead
+                self.post(self._consent_view(room))
             return
         if event.kind == "peer_state" and event.seat is not None and event.state is not None:
             self.post(m.PeerState(seat=event.seat.value, state=event.state))

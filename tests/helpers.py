@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import fractions
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,8 +32,12 @@ PATIENT = {"name": "Ramesh Yadav", "age": 54, "sex": "male", "complaint": "chest
 
 
 def make_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
+    """Test settings; files (keys, audit log, recordings) go to a fresh temporary directory."""
+    data_dir = Path(tempfile.mkdtemp(prefix="setu-test-"))
+    atexit.register(shutil.rmtree, data_dir, True)
     base = Settings(
         redis_url=redis_url,
+        data_dir=data_dir,
         demo_password=DEMO_PASSWORD,
         secret_key="test-secret",
         heartbeat_s=5.0,

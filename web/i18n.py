@@ -122,6 +122,59 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "hub.today": {"en": "Today", "hi": "आज"},
     "hub.rejoin": {"en": "Return to consultation", "hi": "परामर्श पर लौटें"},
     "consult.title": {"en": "Consultation", "hi": "परामर्श"},
+    # consent to recording (consult page)
+    "consent.none": {
+        "en": "Not recorded: the patient's consent to recording has not been recorded.",
+        "hi": "रिकॉर्ड नहीं हो रहा: रिकॉर्डिंग के लिए मरीज़ की सहमति दर्ज नहीं हुई है।",
+    },
+    "consent.recorded": {
+        "en": "Not recorded yet: consent recorded by the nurse, waiting for the doctor to confirm.",
+        "hi": "अभी रिकॉर्ड नहीं हो रहा: नर्स ने सहमति दर्ज की है, डॉक्टर की पुष्टि बाकी है।",
+    },
+    "consent.confirmed": {
+        "en": "Consent confirmed; recording starts.",
+        "hi": "सहमति की पुष्टि हुई; रिकॉर्डिंग शुरू हो रही है।",
+    },
+    "consent.recording": {
+        "en": "Recording, with the patient's consent.",
+        "hi": "मरीज़ की सहमति से रिकॉर्डिंग हो रही है।",
+    },
+    "consent.withdrawn": {
+        "en": "Not recorded: consent was withdrawn and recording has stopped.",
+        "hi": "रिकॉर्ड नहीं हो रहा: सहमति वापस ली गई और रिकॉर्डिंग बंद हो गई।",
+    },
+    "consent.recording_disabled": {
+        "en": "Not recorded: this server does not record consultations.",
+        "hi": "रिकॉर्ड नहीं हो रहा: यह सर्वर परामर्श रिकॉर्ड नहीं करता।",
+    },
+    "consent.given_by": {"en": "Consent given by", "hi": "सहमति किसने दी"},
+    "consent.patient": {"en": "The patient", "hi": "मरीज़ ने स्वयं"},
+    "consent.caregiver": {
+        "en": "A caregiver (minor, or patient unable to consent)",
+        "hi": "देखभालकर्ता (नाबालिग, या सहमति देने में असमर्थ मरीज़)",
+    },
+    "consent.caregiver_name": {"en": "Caregiver's name", "hi": "देखभालकर्ता का नाम"},
+    "consent.relation": {"en": "Relation to the patient", "hi": "मरीज़ से संबंध"},
+    "consent.caregiver_needed": {
+        "en": "Enter the caregiver's name and relation.",
+        "hi": "देखभालकर्ता का नाम और संबंध लिखें।",
+    },
+    "consent.method": {"en": "How", "hi": "कैसे"},
+    "consent.verbal": {"en": "Verbal", "hi": "मौखिक"},
+    "consent.written": {"en": "Written", "hi": "लिखित"},
+    "consent.record": {"en": "Record consent to recording", "hi": "रिकॉर्डिंग की सहमति दर्ज करें"},
+    "consent.confirm": {"en": "Confirm consent and record", "hi": "सहमति की पुष्टि करें और रिकॉर्ड करें"},
+    "consent.withdraw": {"en": "Withdraw consent", "hi": "सहमति वापस लें"},
+    "consent.withdraw_confirm": {
+        "en": "Stop recording? It will not start again in this consultation.",
+        "hi": "रिकॉर्डिंग बंद करें? इस परामर्श में यह फिर शुरू नहीं होगी।",
+    },
+    "consent.by_patient": {"en": "Given by the patient", "hi": "मरीज़ द्वारा दी गई"},
+    "consent.by_caregiver": {
+        "en": "Given by {name} ({relation})",
+        "hi": "{name} ({relation}) द्वारा दी गई",
+    },
+
     "consult.with": {"en": "With {name}, {place}", "hi": "{name}, {place} के साथ"},
     "consult.you": {"en": "You", "hi": "आप"},
     "consult.mute": {"en": "Mute", "hi": "आवाज़ बंद"},
@@ -351,6 +404,216 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "This page is not for your role.",
         "hi": "यह पृष्ठ आपकी भूमिका के लिए नहीं है।",
     },
+    # auditor pages
+    "audit.title": {"en": "Consultation records", "hi": "परामर्श अभिलेख"},
+    "audit.overview": {
+        "en": "List, replay and verify consultations and their recordings",
+        "hi": "परामर्शों और उनकी रिकॉर्डिंग की सूची देखें, उन्हें चलाएँ और जाँचें",
+    },
+    "audit.intro": {
+        "en": "Every consultation, recorded or not. Each listing, replay, playback and download "
+        "is written to the audit log with your name and address.",
+        "hi": "हर परामर्श, रिकॉर्ड हुआ हो या नहीं। हर सूची, रीप्ले, प्लेबैक और डाउनलोड आपके नाम "
+        "और पते के साथ ऑडिट लॉग में लिखा जाता है।",
+    },
+    "audit.f.from": {"en": "From (date)", "hi": "से (तारीख़)"},
+    "audit.f.to": {"en": "To (date)", "hi": "तक (तारीख़)"},
+    "audit.f.hub": {"en": "Hub", "hi": "अस्पताल"},
+    "audit.f.spoke": {"en": "Spoke", "hi": "स्वास्थ्य केंद्र"},
+    "audit.f.doctor": {"en": "Doctor", "hi": "डॉक्टर"},
+    "audit.f.min_minutes": {"en": "At least (minutes)", "hi": "कम से कम (मिनट)"},
+    "audit.f.max_minutes": {"en": "At most (minutes)", "hi": "अधिक से अधिक (मिनट)"},
+    "audit.f.state": {"en": "Recording", "hi": "रिकॉर्डिंग"},
+    "audit.any": {"en": "Any", "hi": "कोई भी"},
+    "audit.filter": {"en": "Show", "hi": "दिखाएँ"},
+    "audit.clear": {"en": "Clear filters", "hi": "फ़िल्टर हटाएँ"},
+    "audit.found": {"en": "Consultations found: {n}", "hi": "मिले परामर्श: {n}"},
+    "audit.truncated": {
+        "en": "Only the newest {n} are shown: narrow the filters to see the others.",
+        "hi": "केवल सबसे नए {n} दिखाए गए हैं: बाकी देखने के लिए फ़िल्टर सीमित करें।",
+    },
+    "audit.none_found": {
+        "en": "No consultation matches these filters.",
+        "hi": "इन फ़िल्टरों से कोई परामर्श मेल नहीं खाता।",
+    },
+    "audit.col.when": {"en": "Started (hub's time)", "hi": "शुरुआत (अस्पताल का समय)"},
+    "audit.col.nurse": {"en": "Nurse", "hi": "नर्स"},
+    "audit.col.patient": {"en": "Patient", "hi": "मरीज़"},
+    "audit.col.duration": {"en": "Duration", "hi": "अवधि"},
+    "audit.col.recording": {"en": "Recording", "hi": "रिकॉर्डिंग"},
+    "audit.col.seat": {"en": "Side", "hi": "पक्ष"},
+    "audit.open": {"en": "Open", "hi": "खोलें"},
+    "audit.interrupted": {"en": "Interrupted", "hi": "बाधित"},
+    "audit.state.recorded": {"en": "Recorded", "hi": "रिकॉर्ड हुआ"},
+    "audit.state.none": {"en": "Not recorded", "hi": "रिकॉर्ड नहीं हुआ"},
+    "audit.state.interrupted": {
+        "en": "Interrupted (server stopped)",
+        "hi": "बाधित (सर्वर रुक गया)",
+    },
+    "audit.state.purged": {
+        "en": "Deleted by retention",
+        "hi": "अवधि पूरी होने पर हटाया गया",
+    },
+    "audit.state.in_progress": {"en": "In progress", "hi": "जारी है"},
+    "audit.bad.unknown": {"en": "Unknown filter “{name}”.", "hi": "अज्ञात फ़िल्टर “{name}”।"},
+    "audit.bad.repeated": {
+        "en": "The filter “{name}” is given more than once.",
+        "hi": "फ़िल्टर “{name}” एक से अधिक बार दिया गया है।",
+    },
+    "audit.bad.too_long": {
+        "en": "The value of “{name}” is too long.",
+        "hi": "“{name}” का मान बहुत लंबा है।",
+    },
+    "audit.bad.date": {
+        "en": "“{name}” must be a date written YYYY-MM-DD, not “{value}”.",
+        "hi": "“{name}” YYYY-MM-DD रूप में लिखी तारीख़ होनी चाहिए, “{value}” नहीं।",
+    },
+    "audit.bad.date_order": {
+        "en": "The end date comes before the start date.",
+        "hi": "अंतिम तारीख़ शुरुआती तारीख़ से पहले है।",
+    },
+    "audit.bad.hub": {
+        "en": "There is no hub “{value}”.",
+        "hi": "“{value}” नाम का कोई अस्पताल नहीं है।",
+    },
+    "audit.bad.spoke": {
+        "en": "There is no spoke “{value}”.",
+        "hi": "“{value}” नाम का कोई स्वास्थ्य केंद्र नहीं है।",
+    },
+    "audit.bad.doctor": {
+        "en": "There is no doctor “{value}”.",
+        "hi": "“{value}” नाम का कोई डॉक्टर नहीं है।",
+    },
+    "audit.bad.minutes": {
+        "en": "“{name}” must be a number of minutes (0 or more), not “{value}”.",
+        "hi": "“{name}” मिनटों की संख्या (0 या अधिक) होनी चाहिए, “{value}” नहीं।",
+    },
+    "audit.bad.minutes_order": {
+        "en": "The shortest duration is longer than the longest.",
+        "hi": "न्यूनतम अवधि अधिकतम अवधि से लंबी है।",
+    },
+    "audit.bad.state": {
+        "en": "There is no recording state “{value}”.",
+        "hi": "“{value}” नाम की कोई रिकॉर्डिंग स्थिति नहीं है।",
+    },
+    "audit.unknown": {
+        "en": "There is no such consultation or file.",
+        "hi": "ऐसा कोई परामर्श या फ़ाइल नहीं है।",
+    },
+    "audit.replay": {"en": "Consultation record", "hi": "परामर्श अभिलेख"},
+    "audit.back": {"en": "← All consultations", "hi": "← सभी परामर्श"},
+    "audit.not_sealed": {
+        "en": "This consultation is still going on, or the server stopped during it: its record "
+        "is sealed when it ends.",
+        "hi": "यह परामर्श अभी जारी है, या इसके दौरान सर्वर रुक गया: इसका अभिलेख समाप्ति पर मुहरबंद होता है।",
+    },
+    "audit.purged": {
+        "en": "The recording files were deleted by the retention policy; the manifest and the "
+        "audit log remain.",
+        "hi": "रिकॉर्डिंग फ़ाइलें संग्रह-अवधि नीति के अनुसार हटा दी गईं; मैनिफ़ेस्ट और ऑडिट लॉग सुरक्षित हैं।",
+    },
+    "audit.not_recorded": {
+        "en": "This consultation was not recorded:",
+        "hi": "यह परामर्श रिकॉर्ड नहीं हुआ:",
+    },
+    "audit.why.no_consent": {
+        "en": "consent was not given and confirmed.",
+        "hi": "सहमति नहीं दी गई और पुष्टि नहीं हुई।",
+    },
+    "audit.why.withdrawn": {
+        "en": "consent was withdrawn before recording started.",
+        "hi": "रिकॉर्डिंग शुरू होने से पहले सहमति वापस ले ली गई।",
+    },
+    "audit.why.recording_off": {
+        "en": "recording was switched off on the server.",
+        "hi": "सर्वर पर रिकॉर्डिंग बंद थी।",
+    },
+    "audit.seat.spoke": {"en": "Spoke", "hi": "स्वास्थ्य केंद्र"},
+    "audit.seat.hub": {"en": "Hub", "hi": "अस्पताल"},
+    "audit.no_media": {"en": "Nothing recorded from this side", "hi": "इस ओर से कुछ रिकॉर्ड नहीं हुआ"},
+    "audit.position": {"en": "Position in the recording", "hi": "रिकॉर्डिंग में स्थान"},
+    "audit.file": {"en": "File", "hi": "फ़ाइल"},
+    "audit.segment": {"en": "Segment", "hi": "खंड"},
+    "audit.span": {"en": "From – to", "hi": "से – तक"},
+    "audit.size": {"en": "Size", "hi": "आकार"},
+    "audit.download": {"en": "Download", "hi": "डाउनलोड"},
+    "audit.events": {"en": "Timeline", "hi": "घटनाक्रम"},
+    "audit.events_help": {
+        "en": "Click an event to play from that moment.",
+        "hi": "उस क्षण से चलाने के लिए किसी घटना पर क्लिक करें।",
+    },
+    "audit.no_events": {"en": "No events.", "hi": "कोई घटना नहीं।"},
+    "audit.event.called": {"en": "Patient called", "hi": "मरीज़ को बुलाया"},
+    "audit.event.joined": {"en": "Joined", "hi": "जुड़े"},
+    "audit.event.left": {"en": "Left", "hi": "चले गए"},
+    "audit.event.reconnecting": {"en": "Connection lost", "hi": "संपर्क टूटा"},
+    "audit.event.reconnected": {"en": "Reconnected", "hi": "फिर से जुड़े"},
+    "audit.event.media_connected": {"en": "Audio and video connected", "hi": "ऑडियो-वीडियो जुड़ा"},
+    "audit.event.consent_recorded": {"en": "Consent recorded", "hi": "सहमति दर्ज"},
+    "audit.event.consent_confirmed": {"en": "Consent confirmed", "hi": "सहमति की पुष्टि"},
+    "audit.event.consent_withdrawn": {"en": "Consent withdrawn", "hi": "सहमति वापस ली"},
+    "audit.event.recording_started": {"en": "Recording started", "hi": "रिकॉर्डिंग शुरू"},
+    "audit.event.recording_stopped": {"en": "Recording stopped", "hi": "रिकॉर्डिंग बंद"},
+    "audit.event.hangup": {"en": "Hung up", "hi": "कॉल समाप्त की"},
+    "audit.event.ended": {"en": "Consultation ended", "hi": "परामर्श समाप्त"},
+    "audit.details": {"en": "Details", "hi": "विवरण"},
+    "audit.registration": {"en": "Registration no.", "hi": "पंजीकरण संख्या"},
+    "audit.started": {"en": "Started", "hi": "शुरू हुआ"},
+    "audit.ended": {"en": "Ended", "hi": "समाप्त हुआ"},
+    "audit.end_reason": {"en": "How it ended", "hi": "कैसे समाप्त हुआ"},
+    "audit.reason.hangup": {"en": "Hung up", "hi": "कॉल समाप्त की गई"},
+    "audit.reason.peer_lost": {"en": "Connection lost", "hi": "संपर्क टूट गया"},
+    "audit.reason.no_show": {"en": "Patient did not join", "hi": "मरीज़ नहीं जुड़े"},
+    "audit.reason.shutdown": {"en": "Server shut down", "hi": "सर्वर बंद हुआ"},
+    "audit.reason.interrupted": {
+        "en": "Server stopped during the consultation",
+        "hi": "परामर्श के दौरान सर्वर रुक गया",
+    },
+    "audit.yes": {"en": "Yes", "hi": "हाँ"},
+    "audit.no": {"en": "No", "hi": "नहीं"},
+    "audit.recording_started": {"en": "Recording started", "hi": "रिकॉर्डिंग शुरू हुई"},
+    "audit.recording_stopped": {"en": "Recording stopped", "hi": "रिकॉर्डिंग बंद हुई"},
+    "audit.consent": {"en": "Consent", "hi": "सहमति"},
+    "audit.consent.none": {"en": "None recorded", "hi": "दर्ज नहीं हुई"},
+    "audit.consent.by.patient": {"en": "Given by the patient", "hi": "मरीज़ ने दी"},
+    "audit.consent.by.caregiver": {"en": "Given by a caregiver", "hi": "देखभालकर्ता ने दी"},
+    "audit.consent.method.verbal": {"en": "verbally", "hi": "मौखिक रूप से"},
+    "audit.consent.method.written": {"en": "in writing", "hi": "लिखित रूप में"},
+    "audit.consent.recorded": {
+        "en": "Recorded by {who} at {time}",
+        "hi": "{who} ने {time} पर दर्ज की",
+    },
+    "audit.consent.confirmed": {
+        "en": "Confirmed by {who} at {time}",
+        "hi": "{who} ने {time} पर पुष्टि की",
+    },
+    "audit.consent.withdrawn": {
+        "en": "Withdrawn by {who} at {time}",
+        "hi": "{who} ने {time} पर वापस ली",
+    },
+    "audit.gaps": {"en": "Gaps in the media", "hi": "मीडिया में अंतराल"},
+    "audit.no_gaps": {"en": "None", "hi": "कोई नहीं"},
+    "audit.node": {"en": "Written by server", "hi": "लिखने वाला सर्वर"},
+    "audit.key": {"en": "Signing key", "hi": "हस्ताक्षर कुंजी"},
+    "replay.play": {"en": "Play", "hi": "चलाएँ"},
+    "replay.pause": {"en": "Pause", "hi": "रोकें"},
+    "replay.checking": {"en": "Checking integrity…", "hi": "अखंडता की जाँच हो रही है…"},
+    "replay.verified": {
+        "en": "Verified: files, manifest and audit log intact",
+        "hi": "सत्यापित: फ़ाइलें, मैनिफ़ेस्ट और ऑडिट लॉग अक्षुण्ण",
+    },
+    "replay.tampered": {
+        "en": "Tampering detected: {problems}",
+        "hi": "छेड़छाड़ पाई गई: {problems}",
+    },
+    "replay.purged": {
+        "en": "Purged: the media files were deleted by the retention policy.",
+        "hi": "हटाया गया: मीडिया फ़ाइलें संग्रह-अवधि नीति के अनुसार हटा दी गईं।",
+    },
+    "replay.verify_failed": {
+        "en": "Could not verify ({reason})",
+        "hi": "जाँच नहीं हो सकी ({reason})",
+    },
 }
 
 
@@ -366,7 +629,7 @@ def pick_language(cookie: str | None, accept_language: str | None) -> str:
 
 #: Strings only the server's templates use (the administration pages run no script): kept out
 #: of the table every page hands its browser modules, which a slow link pays for on each page.
-TEMPLATE_ONLY = ("admin.", "closing.", "day.")
+TEMPLATE_ONLY = ("admin.", "closing.", "day.", "audit.")
 
 
 def table(lang: str) -> dict[str, str]:

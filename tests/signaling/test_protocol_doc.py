@@ -16,6 +16,7 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
+import rooms.consent
 import rooms.registry
 import rooms.waiting_room
 import signaling.auth
@@ -30,6 +31,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 CODE_MODULES: tuple[ModuleType, ...] = (
     rooms.waiting_room,
     rooms.registry,
+    rooms.consent,
     signaling.session,
     signaling.auth,
 )

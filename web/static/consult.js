@@ -105,9 +105,71 @@ function finish(detail) {
   remoteVideo.srcObject = null;
   document.querySelector(".videos").hidden = true;
   document.querySelector(".controls").hidden = true;
+  consentBox.hidden = true;
   document.getElementById("ended").hidden = false;
   showState("consult.ended", "ended");
 }
+
+// Consent to recording: the nurse records it, the doctor confirms it, either withdraws it.
+const consentBox = document.getElementById("consent");
+const consentForm = document.getElementById("consent-form");
+const consentDetail = document.getElementById("consent-detail");
+const confirmButton = document.getElementById("consent-confirm");
+const withdrawButton = document.getElementById("consent-withdraw");
+const caregiverFields = document.getElementById("caregiver-fields");
+
+function showConsent(msg) {
+  const seat = document.body.dataset.seat;
+  consentBox.dataset.recording = msg.recording;
+  consentBox.dataset.consent = msg.state;
+  let key = `consent.${msg.state}`;
+  if (msg.recording === "disabled") key = "consent.recording_disabled";
+  else if (msg.state === "confirmed" && msg.recording === "recording") key = "consent.recording";
+  document.getElementById("recording-state").textContent = t(key);
+  if (msg.given_by) {
+    const who = msg.given_by === "caregiver"
+      ? t("consent.by_caregiver", { name: msg.caregiver, relation: msg.relation })
+      : t("consent.by_patient");
+    consentDetail.textContent = `${who} · ${t(`consent.${msg.method}`)} · ${new Date(msg.recorded_at).toLocaleTimeString()}`;
+    consentDetail.hidden = false;
+  } else {
+    consentDetail.hidden = true;
+  }
+  consentForm.hidden = !(seat === "spoke" && (msg.state === "none" || msg.state === "recorded"));
+  confirmButton.hidden = !(seat === "hub" && msg.state === "recorded");
+  withdrawButton.hidden = !(msg.state === "recorded" || msg.state === "confirmed");
+}
+
+async function consentStep(type, fields = {}) {
+  try {
+    showConsent(await signal.send(type, fields));
+  } catch (e) {
+    status(errorText(e), "error");
+  }
+}
+
+consentForm.addEventListener("change", () => {
+  caregiverFields.hidden = consentForm.elements.given_by.value !== "caregiver";
+});
+consentForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const f = consentForm.elements;
+  const fields = { given_by: f.given_by.value, method: f.method.value };
+  if (fields.given_by === "caregiver") {
+    fields.caregiver = f.caregiver.value.trim();
+    fields.relation = f.relation.value.trim();
+    if (!fields.caregiver || !fields.relation) {
+      status(t("consent.caregiver_needed"), "error");
+      return;
+    }
+  }
+  consentStep("record_consent", fields);
+});
+confirmButton.addEventListener("click", () => consentStep("confirm_consent"));
+withdrawButton.addEventListener("click", () => {
+  if (window.confirm(t("consent.withdraw_confirm"))) consentStep("withdraw_consent");
+});
+signal.on("consent", showConsent);
 
 signal.on("peer_state", (msg) => {
   if (msg.seat === (document.body.dataset.seat || "")) return;
