@@ -10,7 +10,7 @@ from aiohttp import web
 
 from core.settings import Settings
 
-from . import admin
+from . import admin, audit
 from .pages import add_routes
 from .security import security_headers
 
@@ -27,3 +27,4 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(security_headers)
     add_routes(app)
     admin.add_routes(app)
+    audit.add_routes(app)

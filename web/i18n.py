@@ -174,7 +174,6 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "Given by {name} ({relation})",
         "hi": "{name} ({relation}) द्वारा दी गई",
     },
-
     "consult.with": {"en": "With {name}, {place}", "hi": "{name}, {place} के साथ"},
     "consult.you": {"en": "You", "hi": "आप"},
     "consult.mute": {"en": "Mute", "hi": "आवाज़ बंद"},
@@ -230,6 +229,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "hi": "कतार के आँकड़े अभी उपलब्ध नहीं हैं।",
     },
     "nav.admin": {"en": "Administration", "hi": "प्रशासन"},
+    "nav.audit": {"en": "Consultation records", "hi": "परामर्श रिकॉर्ड"},
     "admin.overview": {
         "en": "Service windows and today's figures, hub by hub",
         "hi": "हर अस्पताल की सेवा अवधियाँ और आज के आँकड़े",
