@@ -233,9 +233,11 @@ async def consultation(
     base: str,
     shots: Path,
     open_window: Callable[[], Awaitable[None]] | None = None,
+    record_s: float = 0,
 ) -> None:
     """The whole flow; with ``open_window``, the token is issued while the hub is closed and
-    ``open_window`` moves the server's clock to the opening."""
+    ``open_window`` moves the server's clock to the opening; with ``record_s``, the patient
+    consents and the consultation is recorded for that long before the hang-up."""
     npage, dpage = nurse.page, doctor.page
     await asyncio.gather(
         sign_in(nurse, base, "/spoke", NURSE), sign_in(doctor, base, "/hub", DOCTOR)
@@ -303,6 +305,8 @@ async def consultation(
     )
     await expect(dpage.locator("#with")).to_have_text("With Sunita Devi, HWC Akhlaspur")
     await expect(dpage.locator("#patient")).to_contain_text(PATIENT["name"])
+    if record_s:
+        await record_with_consent(npage, dpage, record_s)
     await npage.screenshot(path=str(shots / "nurse-consult.png"))
     await dpage.screenshot(path=str(shots / "doctor-consult.png"))
 
@@ -317,6 +321,101 @@ async def consultation(
     # The nurse's console shows the token completed.
     await npage.goto(base + "/spoke")
     await expect(npage.locator("[data-testid=token-status]")).to_have_text("Completed")
+
+
+async def record_with_consent(npage: Page, dpage: Page, seconds: float) -> None:
+    """The nurse records the patient's consent, the doctor confirms it; both see it recorded."""
+    for page in (npage, dpage):
+        await expect(page.locator("#recording-state")).to_have_text(
+            "Not recorded: the patient's consent to recording has not been recorded."
+        )
+    await expect(dpage.locator("#consent-form")).to_be_hidden()
+    await npage.check("#consent-form input[name=given_by][value=caregiver]")
+    await expect(npage.locator("#caregiver-fields")).to_be_visible()
+    await npage.fill("#consent-form input[name=caregiver]", "Sita Devi")
+    await npage.fill("#consent-form input[name=relation]", "wife")
+    await npage.check("#consent-form input[name=method][value=verbal]")
+    await npage.get_by_role("button", name="Record consent to recording").click()
+    waiting = "Not recorded yet: consent recorded by the nurse, waiting for the doctor to confirm."
+    for page in (npage, dpage):
+        await expect(page.locator("#recording-state")).to_have_text(waiting)
+        await expect(page.locator("#consent-detail")).to_contain_text("Given by Sita Devi (wife)")
+    await dpage.get_by_role("button", name="Confirm consent and record").click()
+    for page in (npage, dpage):
+        await expect(page.locator("#recording-state")).to_have_text(
+            "Recording, with the patient's consent."
+        )
+        await expect(page.locator("#consent")).to_have_attribute("data-recording", "recording")
+    await asyncio.sleep(seconds)
+
+
+async def replay_as_auditor(auditor: Browser, base: str, shots: Path) -> None:
+    """The auditor finds the consultation, both recordings play, and the badge says verified."""
+    page = auditor.page
+    await sign_in(auditor, base, "/audit", "auditor")
+    rows = page.locator("[data-testid=audit-list] tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text(PATIENT["name"])
+    await rows.first.get_by_role("link").click()
+    await page.wait_for_url(re.compile(r"/audit/[a-z0-9-]+\.[A-Za-z0-9_-]+$"))
+    await expect(page.locator("[data-testid=verify-badge]")).to_have_attribute("data-state", "ok")
+    await expect(page.locator("[data-testid=consent]")).to_contain_text("Sita Devi")
+    await page.click("#play")
+
+    async def times() -> list[float]:
+        return list(
+            await page.evaluate(
+                "() => [...document.querySelectorAll('video.seat')].map((v) => v.currentTime)"
+            )
+        )
+
+    played = await poll(
+        "both recordings did not play for a second",
+        times,
+        lambda t: len(t) == 2 and min(t) > 1.0,
+        timeout=30,
+        describe=auditor.report,
+    )
+    assert abs(played[0] - played[1]) < 0.5, played
+    await page.screenshot(path=str(shots / "auditor-replay.png"))
+
+
+async def test_recorded_consultation_replayed_by_an_auditor(
+    redis_url: str, tmp_path: Path, shots: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Consent in the consult page, a recorded call, then the auditor's replay in a browser."""
+    require_chromium()
+    caplog.set_level(logging.INFO)
+    expect.set_options(timeout=STEP_MS)
+    settings = make_settings(
+        redis_url, data_dir=tmp_path / "data", heartbeat_s=10.0, room_grace_s=20.0
+    )
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        async with async_playwright() as pw, AsyncExitStack() as stack:
+            nurse = await stack.enter_async_context(
+                browser_for(pw, "nurse", tmp_path / "nurse-profile")
+            )
+            doctor = await stack.enter_async_context(
+                browser_for(pw, "doctor", tmp_path / "doctor-profile")
+            )
+            auditor = await stack.enter_async_context(
+                browser_for(pw, "auditor", tmp_path / "auditor-profile")
+            )
+            try:
+                await consultation(nurse, doctor, base, shots, record_s=5)
+                await replay_as_auditor(auditor, base, shots)
+            except (AssertionError, PlaywrightError) as exc:
+                raise AssertionError(
+                    f"{exc}\n--- {nurse.report()}\n--- {doctor.report()}\n--- {auditor.report()}"
+                ) from exc
+            for browser in (nurse, doctor, auditor):
+                errors = [p for p in browser.problems if "error" in p]
+                assert not errors, browser.report()
+    finally:
+        await server.close()
 
 
 class MovableClock:
