@@ -33,6 +33,8 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v sysctl >/dev/null 2>&1 || missing="$$missing procps"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -54,6 +56,7 @@ test: system-deps install-test lint typecheck unit
 bench: install-test
 	$(PY) -m bench.relay --consults 4 --seconds 20 --json bench-results/relay.json
 	$(PY) -m bench.join --rounds 20 --json bench-results/join.json
+	$(PY) -m bench.recording --consults 4 --seconds 20 --json bench-results/recording.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -21,7 +21,7 @@ from .archive import (
     InvalidRoomId,
 )
 from .keys import AuditError, SigningKey, key_id_of, load_public_keys
-from .log import AuditEntry, AuditLog, AuditTrail, canonical_json, iso, read_log
+from .log import AuditEntry, AuditLog, AuditTrail, canonical_json, iso, parse_iso, read_log
 from .manifest import (
     read_manifest,
     seal_interrupted,
@@ -62,6 +62,7 @@ __all__ = [
     "iso",
     "key_id_of",
     "load_public_keys",
+    "parse_iso",
     "purge_expired",
     "read_log",
     "read_manifest",

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,14 +289,17 @@ def verify_consultation(
     notices: list[Notice] = []
     logged = _file_list(_detail(ended[-1]).get("files")) if ended else []
     files, source = logged, "the audit log"
+    hashes = [_detail(e).get("manifest_sha256") for e in ended]
+    problems.extend(_check_superseded(directory, keys, hashes))
     try:
         data = (directory / MANIFEST).read_bytes()
     except FileNotFoundError:
-        if ended:
-            problems.append(Problem(cid, "manifest", "removed", "the audit log records its end"))
-        elif (directory / RECORDING).exists():
+        if (directory / RECORDING).exists():
+            # Recording now (or a crash not yet sealed): an earlier life may have ended.
             notices.append(Notice(cid, "not sealed yet (recording.json without a manifest)"))
             return problems, notices
+        if ended:
+            problems.append(Problem(cid, "manifest", "removed", "the audit log records its end"))
         else:
             if any(directory.iterdir()):
                 problems.append(Problem(cid, "manifest", "removed", "files without a manifest"))
@@ -318,7 +322,9 @@ def verify_consultation(
         sha = hashlib.sha256(data).hexdigest()
         if not ended:
             problems.append(Problem(cid, "manifest", "inserted", "the audit log never recorded it"))
-        elif sha not in {_detail(e).get("manifest_sha256") for e in ended}:
+        elif sha != hashes[-1]:
+            # The manifest in place must be the last one the log recorded for this
+            # consultation (a re-opened consultation writes a new one and sets the old aside).
             replaced.append("its SHA-256 differs from the audit log")
         if replaced:
             problems.append(Problem(cid, "manifest", "replaced", "; ".join(replaced)))
@@ -353,9 +359,45 @@ def verify_consultation(
     for day, names in sorted(purged.items()):
         notices.append(Notice(cid, f"{', '.join(names)} purged by retention on {day}"))
     for path in sorted(directory.iterdir()):
+        if _SUPERSEDED.match(path.name):
+            continue
         if path.name not in OWN_FILES and path.name not in listed:
             problems.append(Problem(cid, path.name, "inserted", f"on disk, not in {source}"))
     return problems, notices
+
+
+_SUPERSEDED = re.compile(r"^manifest-[0-9]+\.(json|sig)$")
+
+
+def _check_superseded(
+    directory: Path, keys: Mapping[str, Ed25519PublicKey], hashes: Sequence[object]
+) -> list[Problem]:
+    """Manifests of a consultation's earlier lives (``manifest-<n>.json``, set aside when it
+    was re-opened after its server died): each signed and recorded by the log, in order."""
+    problems = []
+    cid = directory.name
+    for n, path in enumerate(sorted(directory.glob("manifest-*.json"), key=_number), start=1):
+        name = path.name
+        data = path.read_bytes()
+        manifest = _json_object(data)
+        sig_path = path.with_suffix(".sig")
+        kid = str(manifest.get("key_id")) if manifest else ""
+        try:
+            signed = _signed(data, sig_path.read_text("ascii"), keys.get(kid))
+        except (OSError, UnicodeDecodeError):
+            signed = False
+        if not signed:
+            problems.append(Problem(cid, name, "replaced", "its signature does not match"))
+        elif len(hashes) < n + 1 or hashlib.sha256(data).hexdigest() != hashes[n - 1]:
+            problems.append(
+                Problem(cid, name, "replaced", "its SHA-256 differs from the audit log")
+            )
+    return problems
+
+
+def _number(path: Path) -> int:
+    digits = path.stem.partition("-")[2]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _locate(path: Path) -> tuple[Path | None, list[Path]]:

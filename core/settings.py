@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ class IceServer(BaseModel):
 
     urls: tuple[str, ...] = Field(min_length=1)
     username: str | None = None
-    credential: str | None = None
+    #: Kept out of ``repr`` so that a logged server list never shows a password.
+    credential: str | None = Field(default=None, repr=False)
 
 
 _ICE_LIST = TypeAdapter(tuple[IceServer, ...])
@@ -44,6 +46,13 @@ class Settings:
     redis_url: str | None = None
     directory: Path = DEMO_DIRECTORY
     ice_servers: tuple[IceServer, ...] = ()
+    #: ``turn:``/``turns:`` URLs of a TURN server that checks time-limited credentials
+    #: (coturn's ``use-auth-secret``); each client gets fresh ones on every join.
+    turn_urls: tuple[str, ...] = ()
+    #: The TURN server's ``static-auth-secret``; kept out of ``repr`` so it is never logged.
+    turn_secret: str | None = field(default=None, repr=False)
+    #: How long a TURN credential handed to a client stays valid.
+    turn_ttl_s: int = 3600
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: Password for every directory user that has none yet; ``None`` generates one per user.
@@ -55,11 +64,14 @@ class Settings:
     #: Interval of websocket pings; a peer that misses a pong for half of it is dropped.
     heartbeat_s: float = 10.0
     #: How long a room waits for a participant whose link dropped before ending.
-    room_grace_s: float = 20.0
+    room_grace_s: float = 60.0
     #: Bound on each websocket's outgoing queue; a client that lets it fill is disconnected.
     outbox_size: int = 256
     #: Record consultations whose patient consented (``--recording off`` never records).
     recording: bool = True
+    #: Weak-link tuning: the adaptation ladder and the loss-tolerant jitter buffers.  Off only
+    #: to measure what they bring (``bench.weaklink``).
+    link_tuning: bool = True
     #: Days after which recordings are deleted (with a receipt in the audit log); 0 keeps them.
     retention_days: int = 0
     node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(3))
@@ -75,6 +87,26 @@ class Settings:
 
 
 _ENV_PREFIX = "SETU_"
+
+#: Bounds of ``--turn-ttl``.  The TURN server checks a credential's expiry only when a client
+#: allocates a relay: seconds after ``joined``, and again whenever the page builds a new peer
+#: connection from the same ``joined`` (the reference client does so when ICE fails).  So the
+#: TTL should outlast a consultation, and five minutes is the least that leaves a page room to
+#: reconnect after joining.  The upper bound is the one day that draft-uberti-behave-turn-rest
+#: recommends.
+TURN_TTL_MIN_S = 300
+TURN_TTL_MAX_S = 86_400
+#: A shorter secret could be guessed offline from any one credential a signed-in user receives.
+TURN_SECRET_MIN_CHARS = 16
+
+#: RFC 7065 TURN URIs: ``turn:`` or ``turns:``, a host name, an IPv4 address or a bracketed IPv6
+#: address, an optional port and an optional transport.
+_TURN_URL = re.compile(
+    r"(?P<scheme>turns?):"
+    r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
         '"username": "u", "credential": "p"}]; default none',
     )
     add(
+        "--turn-url",
+        dest="turn_urls",
+        action="append",
+        metavar="URL",
+        help="a TURN server URL with time-limited credentials, e.g. "
+        "turns:turn.example.org:443?transport=tcp (repeatable; needs --turn-secret)",
+    )
+    add(
+        "--turn-secret",
+        metavar="SECRET",
+        help="the TURN server's static-auth-secret (coturn use-auth-secret); prefer "
+        "SETU_TURN_SECRET, a command line is visible to every local user",
+    )
+    add(
+        "--turn-ttl",
+        dest="turn_ttl_s",
+        type=int,
+        metavar="SECONDS",
+        help=f"how long a client's TURN credentials stay valid (default 3600, "
+        f"{TURN_TTL_MIN_S} to {TURN_TTL_MAX_S})",
+    )
+    add(
         "--tls-cert", type=Path, help="PEM certificate: serve HTTPS (cameras need it off localhost)"
     )
     add("--tls-key", type=Path, help="PEM private key for --tls-cert")
@@ -121,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--room-grace",
         dest="room_grace_s",
         type=float,
-        help="seconds a room waits for a participant whose link dropped (default 20)",
+        help="seconds a room waits for a participant whose link dropped (default 60)",
+    )
+    add(
+        "--link-tuning",
+        choices=["on", "off"],
+        help="adapt each browser's video to the links and use loss-tolerant buffers "
+        "(default on; off is for comparisons)",
     )
     add(
         "--recording",
@@ -184,11 +244,15 @@ def _make(values: dict[str, object]) -> Settings:
             )
         except (json.JSONDecodeError, ValidationError) as exc:
             raise SettingsError(f"--ice-servers is not a valid list of ICE servers: {exc}") from exc
-    if "recording" in kwargs:
-        kwargs["recording"] = kwargs["recording"] == "on"
+    for switch in ("recording", "link_tuning"):
+        if switch in kwargs:
+            kwargs[switch] = kwargs[switch] == "on"
     if "allowed_origins" in kwargs:
         kwargs["allowed_origins"] = tuple(kwargs["allowed_origins"])  # type: ignore[arg-type]
+    if "turn_urls" in kwargs:
+        kwargs["turn_urls"] = tuple(kwargs["turn_urls"])  # type: ignore[arg-type]
     settings = Settings(**kwargs)  # type: ignore[arg-type]
+    _check_turn(settings, ttl_given="turn_ttl_s" in kwargs)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("--tls-cert and --tls-key go together")
     if not 0 < settings.port < 65536:
@@ -202,3 +266,46 @@ def _make(values: dict[str, object]) -> Settings:
     ):
         raise SettingsError(f"--redis-url {settings.redis_url!r} is not a redis:// URL")
     return settings
+
+
+def _check_turn(settings: Settings, *, ttl_given: bool) -> None:
+    for url in settings.turn_urls:
+        _check_turn_url(url)
+    if settings.turn_urls and settings.turn_secret is None:
+        raise SettingsError("--turn-url needs --turn-secret (the TURN server's static-auth-secret)")
+    if settings.turn_secret is not None:
+        if not settings.turn_urls:
+            raise SettingsError("--turn-secret needs at least one --turn-url")
+        # The secret itself never goes into a message: messages end up in logs.
+        if len(settings.turn_secret) < TURN_SECRET_MIN_CHARS:
+            raise SettingsError(
+                f"--turn-secret must have at least {TURN_SECRET_MIN_CHARS} characters "
+                "(generate one with: openssl rand -hex 32)"
+            )
+        if settings.turn_secret != settings.turn_secret.strip():
+            raise SettingsError("--turn-secret must not begin or end with white space")
+    if ttl_given and not settings.turn_urls:
+        raise SettingsError("--turn-ttl has no effect without --turn-url and --turn-secret")
+    if not TURN_TTL_MIN_S <= settings.turn_ttl_s <= TURN_TTL_MAX_S:
+        raise SettingsError(
+            f"--turn-ttl {settings.turn_ttl_s} must be between {TURN_TTL_MIN_S} and "
+            f"{TURN_TTL_MAX_S} seconds"
+        )
+
+
+def _check_turn_url(url: str) -> None:
+    if url.startswith(("turn://", "turns://")):
+        raise SettingsError(f"--turn-url {url!r}: write turn:host:port, without '//'")
+    match = _TURN_URL.fullmatch(url)
+    if match is None:
+        raise SettingsError(
+            f"--turn-url {url!r} is not a TURN URL like turn:turn.example.org:3478 or "
+            "turns:turn.example.org:443?transport=tcp"
+        )
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        raise SettingsError(f"--turn-url {url!r}: {port} is not a port")
+    if match["scheme"] == "turns" and match["transport"] == "udp":
+        raise SettingsError(
+            f"--turn-url {url!r}: turns: runs over TLS on TCP; browsers have no TURN over DTLS"
+        )

@@ -19,6 +19,7 @@ from .feed import HubFeed, Subscription
 from .figures import DayFigures, Figures, QueuePoint
 from .journal import Archiving, Journal
 from .keeper import ServiceKeeper
+from .quality import ClientReport, LegView, LinkMonitor
 from .registry import (
     IllegalTransition,
     LiveRoom,
@@ -48,6 +49,7 @@ from .waiting_room import (
     TokenNotWaiting,
     WaitingRoom,
     WaitingRoomError,
+    room_stale_after_s,
     utc_now,
 )
 
@@ -68,6 +70,7 @@ __all__ = [
     "SERVICE_KEEPER",
     "WAITING_ROOM",
     "Archiving",
+    "ClientReport",
     "Clock",
     "Consent",
     "ConsentError",
@@ -79,6 +82,8 @@ __all__ = [
     "IllegalTransition",
     "InvalidService",
     "Journal",
+    "LegView",
+    "LinkMonitor",
     "LiveRoom",
     "NotAParticipant",
     "Override",
@@ -113,7 +118,12 @@ def setup(app: web.Application, settings: Settings, clock: Clock = utc_now) -> N
         waiting_room = WaitingRoom(app[STORE], directory, clock, service_for=configs.get)
         hubs = [HubId(h) for h in directory.hubs]
         feed = HubFeed(app[STORE], waiting_room, hubs, on_service_changed=configs.refresh)
-        keeper = ServiceKeeper(waiting_room, hubs, configs=configs)
+        keeper = ServiceKeeper(
+            waiting_room,
+            hubs,
+            configs=configs,
+            room_stale_after_s=room_stale_after_s(settings.room_grace_s),
+        )
         archiving = Archiving(
             trail=app[AUDIT_TRAIL],
             archive=app[ARCHIVE],

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from audit import iso
+from audit import iso, parse_iso
 from core.domain import ConsentGiver, ConsentMethod, ConsentState
 
 _ALLOWED = {
@@ -82,6 +82,27 @@ class Consent:
         self._move(ConsentState.WITHDRAWN)
         self.withdrawn_by, self.withdrawn_at = by, at
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None) -> Consent:
+        """The consent an earlier life of the consultation recorded (a resumed room)."""
+        if not record:
+            return cls()
+        state = ConsentState(record["state"])
+        return cls(
+            state=state,
+            given_by=_member(ConsentGiver, record.get("given_by")),
+            caregiver=record.get("caregiver"),
+            relation=record.get("relation"),
+            method=_member(ConsentMethod, record.get("method")),
+            recorded_by=record.get("recorded_by"),
+            recorded_at=_when(record.get("recorded_at")),
+            confirmed_by=record.get("confirmed_by"),
+            confirmed_at=_when(record.get("confirmed_at")),
+            withdrawn_by=record.get("withdrawn_by"),
+            withdrawn_at=_when(record.get("withdrawn_at")),
+            history=[ConsentState.NONE, state],
+        )
+
     def as_record(self) -> dict[str, Any] | None:
         """The consent as the manifest keeps it (``None`` when none was ever recorded)."""
         if self.recorded_at is None:
@@ -118,6 +139,17 @@ _REFUSALS = {
 
 def _value(member: ConsentGiver | ConsentMethod | None) -> str | None:
     return None if member is None else member.value
+
+
+_E = TypeVar("_E", ConsentGiver, ConsentMethod)
+
+
+def _member(kind: type[_E], value: object) -> _E | None:
+    return None if value is None else kind(str(value))
+
+
+def _when(value: object) -> datetime | None:
+    return None if value is None else parse_iso(str(value))
 
 
 def _iso(dt: datetime | None) -> str | None:

@@ -14,17 +14,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from audit import Archive, AuditTrail, SigningKey, iso, sha256_file, write_json_atomic
+from audit import (
+    Archive,
+    AuditTrail,
+    SigningKey,
+    iso,
+    read_manifest,
+    seal_interrupted,
+    sha256_file,
+    write_json_atomic,
+)
 from audit import write_manifest as _write_manifest
 from core.directory import Directory
 from core.domain import (
     ConsentGiver,
     ConsentMethod,
+    ConsentState,
     EndReason,
     HubId,
     Participant,
@@ -40,6 +51,7 @@ from .waiting_room import Clock, Token
 logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+_SEGMENT = re.compile(r"^(spoke|hub)-(\d+)\.webm$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +64,33 @@ class Archiving:
     node: str
     #: ``--recording off`` keeps manifests and the audit log but never records media.
     record_media: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Previous:
+    """What an earlier life of the consultation left: its server died and it was re-opened."""
+
+    manifest: dict[str, Any]
+    sha256: str
+
+
+def load_previous(archiving: Archiving, room_id: str, now: datetime) -> Previous | None:
+    """The signed record a consultation already has, sealing a crash leftover first (blocking).
+
+    A room is re-opened after the process that held it died.  Its recording, if one was
+    running, is sealed as interrupted (as a restart would), and the new life of the room
+    carries that record on: earlier files and events stay in the consultation's manifest.
+    """
+    folder = archiving.archive.find(room_id)
+    if folder is None:
+        return None
+    if (folder / "recording.json").exists() and not (folder / "manifest.json").exists():
+        seal_interrupted(folder, archiving.key, archiving.trail.log, node=archiving.node, now=now)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    digest, _ = sha256_file(folder / "manifest.json")
+    return Previous(manifest, digest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +116,7 @@ class Journal:
         archiving: Archiving,
         clock: Clock,
         media: MediaRoom,
+        previous: Previous | None = None,
     ) -> None:
         self.room_id = room_id
         self.hub = hub
@@ -102,6 +142,11 @@ class Journal:
         #: recording that nobody would stop.
         self.ending = False
         self._tasks = TaskOwner(f"journal {room_id}")
+        self._previous = previous
+        self._superseded = False
+        if previous is not None:
+            self.consent = Consent.from_record(previous.manifest.get("consent"))
+            self.note("resumed", after=previous.manifest.get("end_reason"))
 
     # ------------------------------------------------------------------ timeline
 
@@ -186,22 +231,51 @@ class Journal:
     def _folder_for(self) -> Path:
         return self._archiving.archive.directory_for(self.room_id, self.started_at)
 
-    async def _start_recording(self, by: str) -> None:
-        self._folder = await asyncio.to_thread(self._folder_for)
+    def _prepare_folder(self) -> tuple[Path, int]:
+        """The consultation's folder, its earlier manifest set aside, and the next segment."""
+        folder = self._folder_for()
+        self._supersede(folder)
+        used = [int(m.group(2)) for p in folder.iterdir() if (m := _SEGMENT.match(p.name))]
+        return folder, max(used, default=0) + 1
+
+    def _supersede(self, folder: Path) -> None:
+        """Move an earlier life's manifest aside (``manifest-<n>.json``): while this life runs,
+        the folder has no manifest, so a crash now is sealed like any other."""
+        if self._previous is None or self._superseded:
+            return
+        self._superseded = True
+        current = folder / "manifest.json"
+        if not current.exists():
+            return
+        n = 1
+        while (folder / f"manifest-{n}.json").exists():
+            n += 1
+        (folder / "manifest.sig").replace(folder / f"manifest-{n}.sig")
+        current.replace(folder / f"manifest-{n}.json")
+
+    async def resume_recording(self) -> None:
+        """Carry on recording in a re-opened consultation whose consent stands."""
+        if self.consent.state is ConsentState.CONFIRMED and self.recording is RecordingState.OFF:
+            await self._start_recording(None)
+
+    async def _start_recording(self, by: str | None) -> None:
+        folder, segment = await asyncio.to_thread(self._prepare_folder)
+        self._folder = folder
         if self.ending or self.recording is not RecordingState.OFF:
             return
         self._t0 = self._recording_started = self._clock()
         self._recorder = Recorder(
-            self._folder,
+            folder,
             self.room_id,
             t0=time.monotonic(),
             request_keyframe=self._media.request_keyframe,
+            segment=segment,
         )
         self.recording = RecordingState.RECORDING
         self._media.add_consumer(self._recorder)
         logger.info("room %s: recording started", self.room_id)
         self.note("recording_started", by=by)
-        await self._audit("recording_started", by, None, t0=iso(self._t0))
+        await self._audit("recording_started", by, None, t0=iso(self._t0), segment=segment)
 
     async def stop_recording(self, reason: str) -> None:
         """Stop recording (consent withdrawn, or the end); closes the files (idempotent)."""
@@ -262,10 +336,15 @@ class Journal:
                 "started_at": iso(self._recording_started) if self._recording_started else None,
                 "stopped_at": iso(self._recording_stopped) if self._recording_stopped else None,
             },
-            "events": [self._event_record(e) for e in self.events],
+            "events": self._prior_events() + [self._event_record(e) for e in self.events],
             "node": self._archiving.node,
             "key_id": self._archiving.key.key_id,
         }
+
+    def _prior_events(self) -> list[dict[str, Any]]:
+        if self._previous is None:
+            return []
+        return list(self._previous.manifest.get("events") or [])
 
     def _event_record(self, event: TimelineEvent) -> dict[str, Any]:
         return {
@@ -298,7 +377,18 @@ class Journal:
             ended = self._clock()
             self.note("ended", reason=reason.value)
             manifest = self._header()
-            recorded = bool(self._files)
+            prior_files: list[dict[str, Any]] = []
+            if self._previous is not None:
+                earlier = self._previous.manifest
+                t0 = (earlier.get("recording") or {}).get("t0")
+                # Each file's times count from its own life's recording start.
+                prior_files = [{"t0": t0, **f} for f in earlier.get("files") or []]
+                manifest["previous"] = {
+                    "sha256": self._previous.sha256,
+                    "ended_at": self._previous.manifest.get("ended_at"),
+                    "end_reason": self._previous.manifest.get("end_reason"),
+                }
+            recorded = bool(self._files or prior_files)
             manifest["recording"]["state"] = "recorded" if recorded else "none"
             manifest.update(
                 ended_at=iso(ended),
@@ -306,14 +396,13 @@ class Journal:
                 end_reason=reason.value,
                 interrupted=False,
             )
-            files = await asyncio.to_thread(self._describe_files)
+            files = prior_files + await asyncio.to_thread(self._describe_files)
             manifest["files"] = files
             folder = self._folder
             if folder is None:
                 folder = await asyncio.to_thread(self._folder_for)
-            digest = await asyncio.to_thread(
-                _write_manifest, folder, manifest, self._archiving.key
-            )
+            await asyncio.to_thread(self._supersede, folder)
+            digest = await asyncio.to_thread(_write_manifest, folder, manifest, self._archiving.key)
         await self._audit(
             "consultation_ended",
             None,
@@ -336,6 +425,7 @@ class Journal:
             out.append(
                 {
                     "name": f.name,
+                    "t0": iso(self._t0) if self._t0 else None,
                     "seat": f.seat.value,
                     "segment": f.segment,
                     "sha256": digest,
@@ -349,4 +439,3 @@ class Journal:
                 }
             )
         return out
-

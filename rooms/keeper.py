@@ -1,4 +1,5 @@
-"""The service keeper: opens and closes each hub's windows in the store as the clock passes.
+"""The service keeper: opens and closes each hub's windows in the store as the clock passes,
+and sweeps the rooms that nobody opened in time or whose server process is gone.
 
 Every server process runs one; the scripts it calls are idempotent, so several keepers agree
 without any coordination of their own.  Tests call :meth:`ServiceKeeper.tick` after moving
@@ -7,6 +8,11 @@ their clock instead of waiting for the loop.
 Given the :class:`~rooms.service_config.ServiceConfigs`, the keeper follows each hub's
 effective service (an administrator's live edit, or the directory's) and refreshes it from the
 store at most every few seconds; without them it follows the directory, as the waiting room does.
+
+Given ``room_stale_after_s`` (see :func:`~rooms.waiting_room.room_stale_after_s`), the keeper
+also sweeps each hub's open rooms every :data:`SWEEP_EVERY_S` of the waiting room's clock
+(:meth:`WaitingRoom.sweep_rooms`); without it, it leaves rooms alone.  Every keeper may sweep:
+each room is judged and ended in one script, so two keepers never end a room twice.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core.domain import HubId
 from core.store import StoreUnavailable
@@ -22,12 +28,14 @@ from core.tasks import TaskOwner
 
 from .notify import LogNotifier, Notifier
 from .service_config import ServiceConfigs
-from .waiting_room import TURN_NEAR_POSITIONS, WaitingRoom
+from .waiting_room import TURN_NEAR_POSITIONS, SweptRoom, WaitingRoom
 from .windows import ServiceCalendar
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 1.0
+#: How often (by the waiting room's clock) the keeper sweeps the hubs' rooms.
+SWEEP_EVERY_S = 5.0
 
 
 class ServiceKeeper:
@@ -38,6 +46,7 @@ class ServiceKeeper:
         tick_s: float = TICK_S,
         configs: ServiceConfigs | None = None,
         notifier: Notifier | None = None,
+        room_stale_after_s: float | None = None,
     ):
         self._waiting_room = waiting_room
         self._notifier: Notifier = notifier or LogNotifier()
@@ -47,6 +56,8 @@ class ServiceKeeper:
         self._tasks = TaskOwner("service-keeper")
         self._stopping = asyncio.Event()
         self._store_ok = True
+        self._stale_after_s = room_stale_after_s
+        self._swept_at: datetime | None = None
 
     def start(self) -> None:
         self._tasks.spawn(self._run(), name="run")
@@ -56,7 +67,8 @@ class ServiceKeeper:
         await self._tasks.close()
 
     async def tick(self) -> None:
-        """Bring every hub's open window in the store in line with the clock, once."""
+        """Bring every hub's open window in the store in line with the clock, once; and every
+        :data:`SWEEP_EVERY_S`, sweep the hubs' abandoned rooms (when given a stale time)."""
         if self._configs is not None:
             await self._configs.refresh_if_stale()
         now = self._waiting_room.now()
@@ -80,6 +92,22 @@ class ServiceKeeper:
             if window is not None and current is None:
                 await self._waiting_room.open_window(hub, window)
             await self._notify_turn_near(hub)
+        # Every few seconds, not every tick; and at once if the clock went back.
+        if self._stale_after_s is not None and (
+            self._swept_at is None
+            or not timedelta(0) <= now - self._swept_at < timedelta(seconds=SWEEP_EVERY_S)
+        ):
+            await self.sweep_rooms()
+            self._swept_at = now
+
+    async def sweep_rooms(self) -> list[SweptRoom]:
+        """End every hub's abandoned rooms now; returns those ended."""
+        if self._stale_after_s is None:
+            return []
+        swept = []
+        for hub in self._hubs:
+            swept += await self._waiting_room.sweep_rooms(hub, self._stale_after_s)
+        return swept
 
     async def _notify_turn_near(self, hub: HubId) -> None:
         head = await self._waiting_room.snapshot_head(hub, TURN_NEAR_POSITIONS)

@@ -31,9 +31,11 @@ from core.settings import Settings
 from core.store import StoreUnavailable
 from core.tasks import TaskOwner
 from media import MediaRoom, PeerState
+from media.adaptation import Change
 
-from .journal import Archiving, Journal
-from .waiting_room import Token, WaitingRoom
+from .journal import Archiving, Journal, Previous, load_previous
+from .quality import ClientReport, LinkMonitor
+from .waiting_room import ROOM_HEARTBEAT_S, Token, WaitingRoom
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class IllegalTransition(RoomError):
 class RoomEvent:
     """What a room tells the people in it."""
 
-    kind: str  # "peer_state" | "ended" | "replaced" | "consent"
+    kind: str  # "peer_state" | "ended" | "replaced" | "consent" | "quality" | "network"
     seat: Participant | None = None
     state: str | None = None
     reason: str | None = None
@@ -91,6 +93,7 @@ class LiveRoom:
         directory: Directory,
         archiving: Archiving,
         on_ended: Callable[[LiveRoom], None],
+        previous: Previous | None = None,
     ) -> None:
         self.id = room_id
         self.hub = hub
@@ -121,8 +124,20 @@ class LiveRoom:
             archiving=archiving,
             clock=waiting_room.now,
             media=self.media,
+            previous=previous,
         )
         self.journal.note("called", by=self.doctor, at=started_at)
+        self.links = LinkMonitor(
+            self.media, on_step=self._quality_step, on_network=self._network_sampled
+        )
+        # Without link tuning (a comparison run) browsers are left to their own devices.
+        if settings.link_tuning:
+            self._tasks.spawn(self.links.run(), name="links")
+        # The store hears at once, and every beat, that this process holds the room: the
+        # keepers' sweep leaves it alone while it lives here, and ends it once we are gone.
+        self._tasks.spawn(self._alive(), name="alive")
+        if previous is not None:
+            self._tasks.spawn(self.journal.resume_recording(), name="resume recording")
         # Seats whose media has come up once: a later "connected" is a reconnection.
         self._media_seen: set[Participant] = set()
         self._media_lost: set[Participant] = set()
@@ -254,6 +269,40 @@ class LiveRoom:
         await self.journal.withdraw_consent(self._username(seat), seat, source)
         self._broadcast(RoomEvent("consent", seat=seat))
 
+    # ------------------------------------------------------------------ link quality
+
+    def _quality_step(self, seat: Participant, change: Change) -> None:
+        self.journal.note(
+            "quality_step",
+            seat=seat,
+            step=change.step.index,
+            label=change.step.label,
+            reason=change.reason,
+        )
+        self._broadcast(RoomEvent("quality", seat=seat, reason=change.reason))
+
+    def _network_sampled(self) -> None:
+        self._broadcast(RoomEvent("network"))
+
+    def link_report(
+        self, seat: Participant, report: ClientReport, probe_kbps: float | None
+    ) -> None:
+        self._require_live()
+        self.links.report(seat, report)
+        if probe_kbps is not None and self._settings.link_tuning:
+            self.links.probe(seat, probe_kbps)
+
+    def set_low_bandwidth(self, seat: Participant, on: bool) -> None:
+        """The nurse's switch (the spoke's link is the weak one)."""
+        self._require_live()
+        if seat is not Participant.SPOKE:
+            raise NotAParticipant("the nurse switches low-bandwidth mode")
+        if on != self.links.low_bandwidth:
+            self.journal.note("low_bandwidth", seat=seat, by=self.nurse, on=on)
+            self.links.set_low_bandwidth(on)
+            for s in Participant:
+                self._broadcast(RoomEvent("quality", seat=s, reason="low_bandwidth"))
+
     def hang_up(self, seat: Participant) -> asyncio.Task[None]:
         if self.state is not RoomState.ENDED:
             self.journal.note("hangup", seat=seat, by=self._username(seat))
@@ -275,6 +324,28 @@ class LiveRoom:
         task = self._grace.pop(seat, None)
         if task is not None:
             task.cancel()
+
+    async def _alive(self) -> None:
+        """Refresh the room's ``alive_at`` in the store every beat until the room ends here.
+
+        Best effort: a beat the store misses is tried again at the next one, and nothing here
+        ends the room.
+        """
+        told = False
+        while True:
+            try:
+                stored = await self._waiting_room.touch_room(self.hub, self.id)
+            except StoreUnavailable as exc:
+                logger.debug("room %s: heartbeat not recorded (%s)", self.id, exc)
+            except Exception:
+                logger.exception("room %s: heartbeat failed", self.id)
+            else:
+                if stored not in (RoomState.CREATED, RoomState.ACTIVE) and not told:
+                    told = True
+                    # A sweep ended it while this process could not beat (or it was ended
+                    # from elsewhere); the call goes on here, the token keeps the store's word.
+                    logger.warning("room %s: the store has it %s", self.id, stored)
+            await asyncio.sleep(ROOM_HEARTBEAT_S)
 
     async def _no_show_timer(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -387,6 +458,12 @@ class RoomRegistry:
             token = await self._waiting_room.token(hub, TokenId(record["token"]))
             if token is None:
                 raise RoomNotFound("this consultation's token is missing")
+            # A room that is open in the store but not live here lost its process: pick up
+            # what its earlier life recorded.  (Until rooms are placed on nodes, the process
+            # that opens a room is the only one that holds it.)
+            previous = await asyncio.to_thread(
+                load_previous, self._archiving, rid, self._waiting_room.now()
+            )
             live = self._rooms.get(rid)  # another join may have loaded it meanwhile
             if live is None:
                 if self._closing:
@@ -401,6 +478,7 @@ class RoomRegistry:
                     self._directory,
                     self._archiving,
                     self._removed,
+                    previous,
                 )
                 self._rooms[rid] = live
         if live.state is RoomState.ENDED:

@@ -46,12 +46,31 @@ ON_DUTY_S = 60
 TURN_NEAR_POSITIONS = 2
 #: A token that misses its call this many times is dropped as a no-show.
 MAX_NO_SHOWS = 2
+#: How often the process holding a live room writes ``alive_at`` into the room's record.
+ROOM_HEARTBEAT_S = 5.0
+#: Allowance for the clocks of two server processes disagreeing: the sweep compares one
+#: process's ``alive_at`` (or ``created_at``) with another's clock.
+CLOCK_SKEW_MARGIN_S = 10.0
+#: At most this many rooms of a hub are looked at by one sweep.
+SWEEP_BATCH = 100
 
 Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def room_stale_after_s(room_grace_s: float) -> float:
+    """How old a room's last beat may be before the sweep ends it (its process is gone).
+
+    The participants get the grace period to come back (on another process, say), as the live
+    room would give them; two beats cover a missed one; and the margin covers clock skew.
+    A live room's ``alive_at`` is never older than one beat, so a sweeping server whose clock
+    runs ahead of the holder's by up to ``room_grace_s + ROOM_HEARTBEAT_S + margin`` (75 s
+    with the default grace) still leaves it alone; a server whose clock lags sweeps late.
+    """
+    return room_grace_s + 2 * ROOM_HEARTBEAT_S + CLOCK_SKEW_MARGIN_S
 
 
 class WaitingRoomError(Exception):
@@ -130,6 +149,16 @@ class Token:
 
 
 @dataclasses.dataclass(frozen=True)
+class SweptRoom:
+    """A room the sweep ended: nobody opened it in time, or the process holding it is gone."""
+
+    room: RoomId
+    token: TokenId
+    reason: str  # ``no_show`` or ``peer_lost``
+    outcome: str  # what became of the token: ``completed``, ``requeued`` or ``no_show``
+
+
+@dataclasses.dataclass(frozen=True)
 class HubSnapshot:
     """A hub's queue and today's tokens, as read at one moment."""
 
@@ -193,6 +222,12 @@ def room_key(hub: str, room_id: str) -> str:
     return prefix(hub) + "room:" + room_id
 
 
+def open_rooms_key(hub: str) -> str:
+    """The hub's open rooms (``created`` or ``active``), scored by their last sign of life in
+    ms: the call, then each beat of the process holding the room."""
+    return prefix(hub) + "open_rooms"
+
+
 class WaitingRoom:
     """Token actions on the shared store.  Safe to use from many processes at once."""
 
@@ -216,6 +251,7 @@ class WaitingRoom:
                 "call_next",
                 "activate_room",
                 "end_room",
+                "touch_room",
                 "cancel",
                 "open_window",
                 "close_window",
@@ -309,7 +345,7 @@ class WaitingRoom:
         p = prefix(hub)
         result = await self._run(
             "call_next",
-            [p + "queue", p + "events", p + "spokes"],
+            [p + "queue", p + "events", p + "spokes", open_rooms_key(hub)],
             [
                 p,
                 doctor,
@@ -354,11 +390,30 @@ class WaitingRoom:
         (it was unreachable then): such a consultation completes its token.  A room ended
         with reason ``no_show`` puts its token a few places back, or drops it the second time.
         """
+        result = await self._end_room(hub, room_id, reason, took_place, sweep=None)
+        return str(result[0])
+
+    async def _end_room(
+        self,
+        hub: HubId,
+        room_id: RoomId,
+        reason: str,
+        took_place: bool,
+        sweep: tuple[int, int] | None,
+    ) -> list[str]:
+        """end_room.lua; ``sweep`` is its (no-show, stale) cut-offs in ms when sweeping."""
         p = prefix(hub)
         service = self.service(hub)
         result = await self._run(
             "end_room",
-            [room_key(hub, room_id), p + "queue", p + "events", p + "window", p + "held"],
+            [
+                room_key(hub, room_id),
+                p + "queue",
+                p + "events",
+                p + "window",
+                p + "held",
+                open_rooms_key(hub),
+            ],
             [
                 p,
                 _ms(self._clock()),
@@ -368,9 +423,62 @@ class WaitingRoom:
                 CARRY_OFFSET,
                 service.requeue_places,
                 MAX_NO_SHOWS,
+                room_id,
+                sweep[0] if sweep else "",
+                sweep[1] if sweep else "",
             ],
         )
-        return str(result[0])
+        return [str(item) for item in result]
+
+    async def touch_room(self, hub: HubId, room_id: RoomId) -> str:
+        """Note that this process holds ``room_id`` live now (its heartbeat, for the sweep).
+
+        Returns the room's state in the store; an ended or missing room is left as it is.
+        """
+        result = await self._run(
+            "touch_room",
+            [room_key(hub, room_id), open_rooms_key(hub)],
+            [room_id, _ms(self._clock())],
+        )
+        return str(result)
+
+    async def sweep_rooms(
+        self, hub: HubId, stale_after_s: float, limit: int = SWEEP_BATCH
+    ) -> list[SweptRoom]:
+        """End the hub's abandoned rooms; returns those it ended.
+
+        A room ``created`` that no process ever opened ends as ``no_show`` once the hub's
+        no-show time (and the clock-skew margin) has passed since the call; a room whose
+        holder last beat more than ``stale_after_s`` ago (see :func:`room_stale_after_s`)
+        ends as ``peer_lost``: its token completes if the room was active, and goes back to
+        its place if not.  Each room is judged and ended in one script run, so a beat or a
+        normal end racing the sweep either keeps the room or ends it once.  The candidates
+        come from the hub's index of open rooms, oldest sign of life first, at most ``limit``.
+        """
+        now = _ms(self._clock())
+        no_show_cutoff = now - int((self.no_show_after_s(hub) + CLOCK_SKEW_MARGIN_S) * 1000)
+        stale_cutoff = now - int(stale_after_s * 1000)
+        try:
+            candidates = await self._store.zrangebyscore(
+                open_rooms_key(hub),
+                "-inf",
+                f"({max(no_show_cutoff, stale_cutoff)}",
+                start=0,
+                num=limit,
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        swept = []
+        for room_id in candidates:
+            rid = RoomId(str(room_id))
+            result = await self._end_room(
+                hub, rid, "", took_place=False, sweep=(no_show_cutoff, stale_cutoff)
+            )
+            if len(result) == 3:
+                outcome, token_id, reason = result
+                swept.append(SweptRoom(rid, TokenId(token_id), reason, outcome))
+                logger.info("room %s swept (%s); token %s %s", rid, reason, token_id, outcome)
+        return swept
 
     async def skip(self, hub: HubId, token_id: TokenId, doctor: UserId) -> None:
         """Move a waiting token back by the hub's ``requeue_places``."""

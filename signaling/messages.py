@@ -121,8 +121,7 @@ class RecordConsent(_In):
     #: For ``given_by: caregiver``: the caregiver's name and relation to the patient.
     caregiver: Text | None = None
     relation: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
-        | None
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)] | None
     ) = None
 
 
@@ -132,6 +131,40 @@ class ConfirmConsent(_In):
 
 class WithdrawConsent(_In):
     type: Literal["withdraw_consent"]
+
+
+Kbps = Annotated[float, Field(ge=0, le=1_000_000)]
+Millis = Annotated[float, Field(ge=0, le=600_000)]
+
+
+class LinkReport(_In):
+    """What the page measured of its links over the last interval (``getStats()``)."""
+
+    type: Literal["link_report"]
+    #: The browser's estimate of its uplink (the candidate pair's availableOutgoingBitrate).
+    available_out_kbps: Kbps | None = None
+    out_kbps: Kbps | None = None
+    rtt_ms: Millis | None = None
+    in_kbps: Kbps | None = None
+    #: Fraction of the packets due over the interval that were lost, 0 to 1.
+    in_loss: Annotated[float, Field(ge=0, le=1)] | None = None
+    in_jitter_ms: Millis | None = None
+    in_fps: Annotated[float, Field(ge=0, le=240)] | None = None
+    #: The pre-call check's measurement of the uplink to the server.
+    probe_kbps: Kbps | None = None
+
+
+class GetIceServers(_In):
+    """Fresh ICE servers (TURN credentials expire) before a new peer connection."""
+
+    type: Literal["get_ice_servers"]
+
+
+class SetLowBandwidth(_In):
+    """The nurse's manual switch: cap video on both sides to keep the call going."""
+
+    type: Literal["set_low_bandwidth"]
+    on: Annotated[bool, Field(strict=True)]
 
 
 ClientMessage = Annotated[
@@ -147,7 +180,10 @@ ClientMessage = Annotated[
     | Hangup
     | RecordConsent
     | ConfirmConsent
-    | WithdrawConsent,
+    | WithdrawConsent
+    | LinkReport
+    | SetLowBandwidth
+    | GetIceServers,
     Field(discriminator="type"),
 ]
 _CLIENT = TypeAdapter(ClientMessage)
@@ -165,6 +201,9 @@ CLIENT_TYPES = (
     "record_consent",
     "confirm_consent",
     "withdraw_consent",
+    "link_report",
+    "set_low_bandwidth",
+    "get_ice_servers",
 )
 
 
@@ -361,6 +400,42 @@ class ConsentOut(_Out):
     withdrawn_at: str | None = None
 
 
+class IceServers(_Out):
+    type: Literal["ice_servers"] = "ice_servers"
+    ice_servers: list[IceServerOut]
+
+
+class Quality(_Out):
+    """The step a seat's browser must send at (it applies it with setParameters)."""
+
+    type: Literal["quality"] = "quality"
+    seat: str
+    step: int
+    label: str
+    video: bool
+    max_bitrate_kbps: int
+    scale_down: float
+    max_fps: int
+    reason: str
+    low_bandwidth: bool
+
+
+class LegOut(BaseModel):
+    up: str
+    down: str
+    rtt_ms: float | None = None
+    up_loss: float | None = None
+    down_loss: float | None = None
+
+
+class Network(_Out):
+    """Both seats' link quality, for the indicators (pushed every two seconds)."""
+
+    type: Literal["network"] = "network"
+    spoke: LegOut
+    hub: LegOut
+
+
 class Error(_Out):
     type: Literal["error"] = "error"
     code: str
@@ -379,6 +454,9 @@ ServerMessage = (
     | PeerState
     | RoomEnded
     | ConsentOut
+    | IceServers
+    | Quality
+    | Network
     | Error
 )
 

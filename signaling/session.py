@@ -19,8 +19,10 @@ from core.domain import EndReason, HubId, Participant, Role, SpokeId, TokenId
 from core.settings import Settings
 from core.store import StoreUnavailable
 from core.tasks import TaskOwner
+from core.turn import client_ice_servers
 from media import NegotiationError
 from rooms import (
+    ClientReport,
     ConsentError,
     HubFeed,
     HubSnapshot,
@@ -185,6 +187,15 @@ class Session:
                 self._hangup(msg)
             case m.RecordConsent() | m.ConfirmConsent() | m.WithdrawConsent():
                 await self._consent(msg)
+            case m.LinkReport():
+                self._link_report(msg)
+            case m.SetLowBandwidth():
+                self._low_bandwidth(msg)
+            case m.GetIceServers():
+                self._seated()
+                # A new peer connection (after a network change) needs credentials that have
+                # not expired since the join.
+                self.post(m.IceServers(ice_servers=self._ice_servers(), re=msg.id))
 
     def _require(self, *roles: Role) -> None:
         if self.user.role not in roles:
@@ -308,10 +319,8 @@ class Session:
             m.Joined(
                 room_id=room.id,
                 seat=seat.value,
-                ice_servers=[
-                    m.IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
-                    for s in self._settings.ice_servers
-                ],
+                # Fresh TURN credentials on every join: a page that comes back gets new ones.
+                ice_servers=self._ice_servers(),
                 peer=m.PeerOut(name=other.name, role=other.role.value, place=place),
                 token=token_out(token, self._directory),
                 re=msg.id,
@@ -320,6 +329,9 @@ class Session:
         for other_seat, state in room.peer_states().items():
             self.post(m.PeerState(seat=other_seat.value, state=state))
         self.post(self._consent_view(room))
+        if self._settings.link_tuning:
+            for s in Participant:
+                self.post(self._quality_view(room, s, "start"))
         logger.info("session %s: joined room %s as %s", self.label, room.id, seat)
 
     async def _offer(self, msg: m.Offer) -> None:
@@ -362,9 +374,7 @@ class Session:
             room.end(EndReason.HANGUP)
         self.post(m.RoomEnded(room_id=room.id, reason=EndReason.HANGUP.value, re=msg.id))
 
-    async def _consent(
-        self, msg: m.RecordConsent | m.ConfirmConsent | m.WithdrawConsent
-    ) -> None:
+    async def _consent(self, msg: m.RecordConsent | m.ConfirmConsent | m.WithdrawConsent) -> None:
         room, seat = self._room, self._seat
         if room is None or seat is None:
             raise Forbidden("join a consultation first")
@@ -384,6 +394,68 @@ class Session:
                 await room.withdraw_consent(seat, self.remote)
         self.post(self._consent_view(room).model_copy(update={"re": msg.id}))
 
+    def _ice_servers(self) -> list[m.IceServerOut]:
+        return [
+            m.IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in client_ice_servers(self._settings, self.user.id)
+        ]
+
+    def _seated(self) -> tuple[LiveRoom, Participant]:
+        room, seat = self._room, self._seat
+        if room is None or seat is None:
+            raise Forbidden("join a consultation first")
+        return room, seat
+
+    def _link_report(self, msg: m.LinkReport) -> None:
+        room, seat = self._seated()
+        report = ClientReport(
+            available_out_kbps=msg.available_out_kbps,
+            out_kbps=msg.out_kbps,
+            rtt_ms=msg.rtt_ms,
+            in_kbps=msg.in_kbps,
+            in_loss=msg.in_loss,
+            in_jitter_ms=msg.in_jitter_ms,
+            in_fps=msg.in_fps,
+        )
+        room.link_report(seat, report, msg.probe_kbps)
+        # Reports are frequent and need no reply unless the client asked for one.
+        if msg.id is not None:
+            self.post(m.Pong(re=msg.id))
+
+    def _low_bandwidth(self, msg: m.SetLowBandwidth) -> None:
+        room, seat = self._seated()
+        room.set_low_bandwidth(seat, msg.on)
+        self.post(self._quality_view(room, seat, "low_bandwidth").model_copy(update={"re": msg.id}))
+
+    @staticmethod
+    def _quality_view(room: LiveRoom, seat: Participant, reason: str) -> m.Quality:
+        step = room.links.step(seat)
+        return m.Quality(
+            seat=seat.value,
+            step=step.index,
+            label=step.label,
+            video=step.video,
+            max_bitrate_kbps=step.max_bitrate_kbps,
+            scale_down=step.scale_down,
+            max_fps=step.max_fps,
+            reason=reason,
+            low_bandwidth=room.links.low_bandwidth,
+        )
+
+    @staticmethod
+    def _network_view(room: LiveRoom) -> m.Network:
+        legs = {
+            seat: m.LegOut(
+                up=view.up.value,
+                down=view.down.value,
+                rtt_ms=view.rtt_ms,
+                up_loss=view.up_loss,
+                down_loss=view.down_loss,
+            )
+            for seat, view in room.links.network().items()
+        }
+        return m.Network(spoke=legs[Participant.SPOKE], hub=legs[Participant.HUB])
+
     @staticmethod
     def _consent_view(room: LiveRoom) -> m.ConsentOut:
         record = room.journal.consent_record() or {}
@@ -397,6 +469,12 @@ class Session:
     def _room_event(self, event: RoomEvent) -> None:
         room = self._room
         if room is None:
+            return
+        if event.kind == "quality" and event.seat is not None:
+            self.post(self._quality_view(room, event.seat, event.reason or "changed"))
+            return
+        if event.kind == "network":
+            self.post(self._network_view(room))
             return
         if event.kind == "consent":
             if event.seat is not self._seat:  # the one who acted gets the reply instead

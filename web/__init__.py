@@ -10,7 +10,7 @@ from aiohttp import web
 
 from core.settings import Settings
 
-from . import admin, audit
+from . import admin, audit, probe
 from .pages import add_routes
 from .security import security_headers
 
@@ -28,3 +28,4 @@ def setup(app: web.Application, settings: Settings) -> None:
     add_routes(app)
     admin.add_routes(app)
     audit.add_routes(app)
+    probe.add_routes(app)

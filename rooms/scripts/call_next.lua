@@ -4,7 +4,10 @@
 -- The head is the first token whose spoke is present: a spoke whose page has not been seen for
 -- the hub's presence grace keeps its place, but is passed over until it is back.  A spoke
 -- never seen (a token registered some other way) counts as present.
+-- The room joins the hub's index of open rooms (scored by its last sign of life, here its
+-- creation), where the sweep finds the rooms that nobody opened or whose process died.
 -- KEYS[1] = wr:{hub}:queue   KEYS[2] = wr:{hub}:events   KEYS[3] = wr:{hub}:spokes
+-- KEYS[4] = wr:{hub}:open_rooms
 -- ARGV: 1 prefix 'wr:{hub}:'  2 doctor  3 room_id  4 now_ms  5 ttl_s  6 node  7 token_id or ''
 --       8 stream_maxlen  9 presence grace in ms
 local token_id
@@ -48,6 +51,7 @@ local rkey = ARGV[1] .. 'room:' .. ARGV[3]
 redis.call('HSET', rkey, 'id', ARGV[3], 'token', token_id, 'spoke', spoke, 'nurse', nurse,
   'doctor', ARGV[2], 'state', 'created', 'node', ARGV[6], 'created_at', ARGV[4])
 redis.call('EXPIRE', rkey, ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
   'event', 'called', 'token', token_id, 'spoke', spoke, 'room', ARGV[3], 'at', ARGV[4])
 -- The token comes back whole, saving the caller a second round trip.

@@ -16,8 +16,23 @@ let local = null;   // MediaStream from the camera and microphone
 let pc = null;      // the current RTCPeerConnection
 let iceServers = [];
 let ended = false;
-// Exposed for diagnostics and tests: the live peer connection.
-window.setuCall = { get pc() { return pc; }, get ended() { return ended; } };
+let videoSender = null;  // the RTCRtpSender of our camera in the current peer connection
+let ownStep = null;      // the last `quality` for our seat: what we must send
+let peerName = "";
+// Exposed for diagnostics and tests, read-only: the live peer connection, the last `quality`
+// for each seat and the last `network`, each stamped with its arrival (`at`, Date.now()), and
+// the recent `quality` messages in order (the last DIAG_STEPS). Getters hand out copies.
+const DIAG_STEPS = 100;
+const diag = { quality: { spoke: null, hub: null }, network: null, steps: [] };
+const copyOf = (value) => (value == null ? null : JSON.parse(JSON.stringify(value)));
+window.setuCall = Object.freeze({
+  get pc() { return pc; },
+  get ended() { return ended; },
+  get seat() { return document.body.dataset.seat || null; },
+  get quality() { return copyOf(diag.quality); },
+  get network() { return copyOf(diag.network); },
+  get steps() { return copyOf(diag.steps); },
+});
 
 function showState(key, state) {
   conn.textContent = t(key);
@@ -53,21 +68,38 @@ function closePeer() {
 
 async function negotiate() {
   closePeer();
+  try {
+    // Fresh TURN credentials: those of the join may have expired during a long call.
+    iceServers = (await signal.send("get_ice_servers")).ice_servers;
+  } catch { /* keep the last ones; the offer below reports any real failure */ }
   const peer = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
   pc = peer;
   const remote = new MediaStream();
   remoteVideo.srcObject = remote;
+  videoSender = null;
   for (const track of local.getTracks()) {
     const transceiver = peer.addTransceiver(track, { direction: "sendrecv", streams: [local] });
     preferCodecs(transceiver, track.kind);
+    if (track.kind === "video") videoSender = transceiver.sender;
   }
+  await applyStep();
   peer.addEventListener("track", (event) => remote.addTrack(event.track));
   peer.addEventListener("connectionstatechange", () => {
     if (peer !== pc || ended) return;
+    clearTimeout(stuckTimer);
     if (peer.connectionState === "connected") showState("conn.connected", "connected");
     else if (peer.connectionState === "failed") {
       showState("conn.reconnecting", "reconnecting");
       negotiate().catch((e) => status(errorText(e), "error"));
+    } else if (peer.connectionState === "disconnected") {
+      // A short outage heals by itself; a changed network (Wi-Fi to mobile data) does not,
+      // and the server cannot restart ICE: after a while, make a new peer connection.
+      showState("conn.reconnecting", "reconnecting");
+      stuckTimer = setTimeout(() => {
+        if (peer === pc && peer.connectionState === "disconnected" && signal.open) {
+          negotiate().catch((e) => status(errorText(e), "error"));
+        }
+      }, STUCK_MS);
     }
   });
   const offer = await peer.createOffer();
@@ -78,9 +110,152 @@ async function negotiate() {
   await peer.setRemoteDescription({ type: "answer", sdp: reply.sdp });
 }
 
+// ------------------------------------------------------------------ link quality
+
+const STUCK_MS = 6000;
+let stuckTimer = null;
+const REPORT_MS = 2000;
+const netSelf = document.getElementById("net-self");
+const netPeer = document.getElementById("net-peer");
+const pausedNotice = document.getElementById("video-paused");
+const stepText = document.getElementById("step");
+const lowBandwidth = document.getElementById("low-bandwidth");
+const steps = { spoke: null, hub: null };
+
+// The server's step for our seat, applied to the camera's sender (audio is never touched).
+async function applyStep() {
+  if (!videoSender || !ownStep) return;
+  const params = videoSender.getParameters();
+  if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+  const e = params.encodings[0];
+  e.active = ownStep.video;
+  if (ownStep.video) {
+    e.maxBitrate = ownStep.max_bitrate_kbps * 1000;
+    e.scaleResolutionDownBy = ownStep.scale_down;
+    e.maxFramerate = ownStep.max_fps;
+  }
+  try {
+    await videoSender.setParameters(params);
+  } catch (err) {
+    console.info("setParameters refused", err);  // the next step or negotiation retries
+  }
+}
+
+function showPaused() {
+  const mine = steps[document.body.dataset.seat];
+  const theirs = steps[otherSeat()];
+  const lines = [];
+  if (mine && !mine.video) lines.push(t("quality.paused_self"));
+  if (theirs && !theirs.video) lines.push(t("quality.paused_peer", { name: peerName }));
+  pausedNotice.textContent = lines.join(" ");
+  pausedNotice.hidden = lines.length === 0;
+  if (mine) {
+    stepText.textContent = t("quality.sending", { label: mine.video ? mine.label : t("quality.audio_only") });
+  }
+}
+
+function otherSeat() {
+  return document.body.dataset.seat === "spoke" ? "hub" : "spoke";
+}
+
+signal.on("quality", (msg) => {
+  const seen = { ...msg, at: Date.now() };
+  diag.quality[msg.seat] = seen;
+  diag.steps.push(seen);
+  if (diag.steps.length > DIAG_STEPS) diag.steps.shift();
+  steps[msg.seat] = msg;
+  if (msg.seat === document.body.dataset.seat) {
+    ownStep = msg;
+    applyStep();
+  }
+  lowBandwidth.checked = msg.low_bandwidth;
+  showPaused();
+});
+
+const RANK = { good: 3, fair: 2, poor: 1, bad: 0 };
+function overall(leg) {
+  const grades = [leg.up, leg.down].filter((g) => g in RANK);
+  if (!grades.length) return "unknown";
+  return grades.reduce((a, b) => (RANK[a] <= RANK[b] ? a : b));
+}
+function showLeg(el, who, leg) {
+  const grade = overall(leg);
+  el.dataset.grade = grade;
+  el.querySelector(".net-text").textContent = `${who}: ${t(`net.${grade}`)}`;
+  const parts = [];
+  if (leg.rtt_ms != null) parts.push(t("net.rtt", { ms: leg.rtt_ms }));
+  if (leg.up_loss != null) parts.push(t("net.up_loss", { pct: Math.round(leg.up_loss * 100) }));
+  if (leg.down_loss != null) parts.push(t("net.down_loss", { pct: Math.round(leg.down_loss * 100) }));
+  el.title = parts.join(" · ");
+}
+signal.on("network", (msg) => {
+  diag.network = { ...msg, at: Date.now() };
+  const seat = document.body.dataset.seat;
+  showLeg(netSelf, t("net.you"), msg[seat]);
+  showLeg(netPeer, peerName, msg[otherSeat()]);
+});
+
+lowBandwidth.addEventListener("change", async () => {
+  try {
+    await signal.send("set_low_bandwidth", { on: lowBandwidth.checked });
+  } catch (e) {
+    status(errorText(e), "error");
+  }
+});
+
+// Every two seconds, what getStats() says of our links, for the server's adaptation.
+let lastStats = null;
+async function reportLinks() {
+  if (!pc || ended || pc.connectionState !== "connected" || !signal.open) return;
+  const report = await pc.getStats();
+  const now = { at: performance.now(), sent: 0, recv: 0, got: 0, lost: 0, frames: 0 };
+  const out = {};
+  report.forEach((r) => {
+    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+      if (r.availableOutgoingBitrate) out.available_out_kbps = r.availableOutgoingBitrate / 1000;
+      if (r.currentRoundTripTime != null) out.rtt_ms = r.currentRoundTripTime * 1000;
+    } else if (r.type === "outbound-rtp") {
+      now.sent += r.bytesSent || 0;
+    } else if (r.type === "inbound-rtp") {
+      now.recv += r.bytesReceived || 0;
+      now.got += r.packetsReceived || 0;
+      now.lost += Math.max(0, r.packetsLost || 0);
+      if (r.kind === "video") now.frames += r.framesDecoded || 0;
+      if (r.kind === "audio" && r.jitter != null) out.in_jitter_ms = r.jitter * 1000;
+    }
+  });
+  if (lastStats) {
+    const s = (now.at - lastStats.at) / 1000;
+    if (s > 0) {
+      out.out_kbps = Math.max(0, (now.sent - lastStats.sent) * 8 / 1000 / s);
+      out.in_kbps = Math.max(0, (now.recv - lastStats.recv) * 8 / 1000 / s);
+      out.in_fps = Math.min(240, Math.max(0, (now.frames - lastStats.frames) / s));
+      const due = (now.got - lastStats.got) + (now.lost - lastStats.lost);
+      if (due > 0) out.in_loss = Math.min(1, Math.max(0, (now.lost - lastStats.lost) / due));
+    }
+  }
+  lastStats = now;
+  signal.notify("link_report", out);
+}
+setInterval(() => { reportLinks().catch(() => { /* the next report tries again */ }); }, REPORT_MS);
+
+// The pre-call check's measurement of our uplink, if it is recent: where our video starts.
+function probeKbps() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem("setu.probe") || "null");
+    if (saved && Date.now() - saved.at < 30 * 60 * 1000) return saved.kbps;
+  } catch { /* nothing saved */ }
+  return null;
+}
+
 async function join() {
   const joined = await signal.send("join", { room_id: roomId });
   iceServers = joined.ice_servers;
+  peerName = joined.peer.name;
+  lastStats = null;
+  document.getElementById("low-bandwidth-label").hidden = joined.seat !== "spoke";
+  const probe = probeKbps();
+  if (probe != null) signal.notify("link_report", { probe_kbps: probe });
   document.getElementById("with").textContent = t("consult.with", { name: joined.peer.name, place: joined.peer.place });
   document.getElementById("remote-name").textContent = joined.peer.name;
   const p = joined.token.patient;
@@ -173,7 +348,9 @@ signal.on("consent", showConsent);
 
 signal.on("peer_state", (msg) => {
   if (msg.seat === (document.body.dataset.seat || "")) return;
-  if (msg.state === "absent" || msg.state === "closed" || msg.state === "failed") {
+  if (msg.state === "disconnected") {
+    if (pc && pc.connectionState === "connected") showState("conn.peer_reconnecting", "reconnecting");
+  } else if (msg.state === "absent" || msg.state === "closed" || msg.state === "failed") {
     if (pc && pc.connectionState === "connected") showState("conn.waiting_peer", "waiting");
   } else if (msg.state === "connected" && pc && pc.connectionState === "connected") {
     showState("conn.connected", "connected");

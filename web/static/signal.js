@@ -128,6 +128,15 @@ export class Signal extends EventTarget {
     });
   }
 
+  // Sends a message that needs no reply (a link report); dropped while disconnected.
+  notify(type, fields = {}) {
+    if (this.open) this.ws.send(JSON.stringify({ v: PROTOCOL, type, ...fields }));
+  }
+
+  get open() {
+    return Boolean(this.ws) && this.ws.readyState === WebSocket.OPEN;
+  }
+
   on(type, handler) {
     this.addEventListener(type, (event) => handler(event.detail));
   }

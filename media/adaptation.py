@@ -1,0 +1,222 @@
+"""The adaptation ladder: what each sending browser should send, from what the links carry.
+
+The relay forwards encoded media as it is, so the server cannot thin a stream for a weak
+receiver: the sending browser must send less (``RTCRtpSender.setParameters``).  For each
+sending seat an :class:`Adapter` looks at two legs, the sender's uplink to the server and the
+other seat's downlink from it, and picks a :class:`Step` of :data:`LADDER`.  Audio is never
+touched: the last step pauses video to keep the conversation going.
+
+Hysteresis: a step down is taken at once (a weak link must be relieved within a couple of
+reports); a step up only after the links have looked healthy for :data:`UP_HOLD_S`, and an up
+that had to be undone soon after makes the next attempt wait twice as long (up to
+:data:`MAX_BACKOFF_S`), so a link at the edge of a step does not flap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One rung: limits for the browser's video encoder (the capture is 640x360 at 15 fps)."""
+
+    index: int
+    max_bitrate_kbps: int
+    scale_down: float
+    max_fps: int
+    video: bool
+    label: str
+
+
+LADDER: tuple[Step, ...] = (
+    Step(0, 500, 1.0, 15, True, "640x360 15 fps"),
+    Step(1, 300, 4 / 3, 15, True, "480x270 15 fps"),
+    Step(2, 150, 2.0, 10, True, "320x180 10 fps"),
+    Step(3, 80, 2.0, 5, True, "320x180 5 fps"),
+    Step(4, 0, 2.0, 5, False, "audio only"),
+)
+AUDIO_ONLY = LADDER[-1].index
+#: Where a call starts without a measurement of the link, and the nurse's low-bandwidth floor.
+START_STEP = 1
+LOW_BANDWIDTH_STEP = 3
+#: What audio needs on the wire: Opus capped at 32 kbit/s plus RTP/UDP/IP overhead at 50 pps.
+AUDIO_KBPS = 45.0
+
+#: Loss (fraction of packets over a report) above which the sender steps down at once.
+LOSS_DOWN = 0.08
+#: ... and at which it steps down two rungs.
+LOSS_SEVERE = 0.20
+#: Loss below which the links count as healthy (Opus FEC and NACK absorb this much).
+LOSS_OK = 0.03
+#: Round trip above the lowest seen that means a queue is building at a bottleneck.
+QUEUE_DOWN_MS = 300.0
+QUEUE_OK_MS = 120.0
+#: Healthy this long before trying the next rung up.
+UP_HOLD_S = 8.0
+MAX_BACKOFF_S = 64.0
+#: Never two steps down within this long: the effect of the last one needs time to show.
+DOWN_SPACING_S = 2.0
+#: A rung fits when the estimated bandwidth covers its bitrate (plus audio) with this margin.
+UP_MARGIN = 1.25
+DOWN_MARGIN = 0.85
+
+
+class Grade(enum.StrEnum):
+    """A leg's quality as people see it on the consult page."""
+
+    GOOD = "good"
+    FAIR = "fair"
+    POOR = "poor"
+    BAD = "bad"
+    UNKNOWN = "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class LegSample:
+    """One leg over the last report interval; ``None`` where nothing was measured."""
+
+    loss: float | None = None
+    rtt_ms: float | None = None
+    jitter_ms: float | None = None
+    #: Media arriving over the leg.
+    kbps: float | None = None
+    #: The sending browser's own estimate of its uplink (``availableOutgoingBitrate``).
+    available_kbps: float | None = None
+
+    def grade(self) -> Grade:
+        if self.loss is None and self.rtt_ms is None:
+            return Grade.UNKNOWN
+        loss, rtt = self.loss or 0.0, self.rtt_ms or 0.0
+        if loss < 0.02 and rtt < 300:
+            return Grade.GOOD
+        if loss < 0.05 and rtt < 500:
+            return Grade.FAIR
+        if loss < 0.15 and rtt < 1000:
+            return Grade.POOR
+        return Grade.BAD
+
+
+def worst(*samples: LegSample) -> LegSample:
+    """The legs in series: the highest loss and round trip, the lowest rate and estimate."""
+
+    def pick(values: list[float | None], high: bool) -> float | None:
+        known = [v for v in values if v is not None]
+        if not known:
+            return None
+        return max(known) if high else min(known)
+
+    return LegSample(
+        loss=pick([s.loss for s in samples], True),
+        rtt_ms=pick([s.rtt_ms for s in samples], True),
+        jitter_ms=pick([s.jitter_ms for s in samples], True),
+        kbps=pick([s.kbps for s in samples], False),
+        available_kbps=pick([s.available_kbps for s in samples], False),
+    )
+
+
+def step_for_bandwidth(kbps: float) -> int:
+    """The highest rung whose video fits in ``kbps`` beside audio (a pre-call measurement)."""
+    for step in LADDER:
+        if not step.video or step.max_bitrate_kbps + AUDIO_KBPS <= kbps * DOWN_MARGIN:
+            return step.index
+    return AUDIO_ONLY
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    step: Step
+    reason: str  # "loss" | "delay" | "bandwidth" | "recovered" | "low_bandwidth" | "start"
+
+
+class Adapter:
+    """Chooses the step of one sending browser; feed it a sample per report (:meth:`update`)."""
+
+    def __init__(self, now: float, start: int = START_STEP) -> None:
+        self.step = LADDER[start]
+        self.low_bandwidth = False
+        self._healthy_since: float | None = None
+        self._last_down = -1e9
+        self._last_up = -1e9
+        self._backoff = UP_HOLD_S
+        self._base_rtt: float | None = None
+        self.history: list[tuple[float, int, str]] = [(now, start, "start")]
+
+    def _move(self, index: int, reason: str, now: float) -> Change:
+        old = self.step
+        self.step = LADDER[index]
+        if index > old.index:
+            self._last_down = now
+            # Undoing a recent up: the link cannot carry that rung; wait longer next time.
+            if now - self._last_up < 2 * UP_HOLD_S:
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+        else:
+            self._last_up = now
+        self._healthy_since = None
+        self.history.append((now, index, reason))
+        logger.debug("step %s -> %s (%s)", old.label, self.step.label, reason)
+        return Change(self.step, reason)
+
+    def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
+        """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""
+        self.low_bandwidth = on
+        if on and self.step.index < LOW_BANDWIDTH_STEP:
+            return self._move(LOW_BANDWIDTH_STEP, "low_bandwidth", now)
+        if not on:
+            self._healthy_since = now  # may climb again after a healthy hold
+        return None
+
+    def update(self, link: LegSample, now: float) -> Change | None:
+        """Take one report of the path (uplink and downlink combined with :func:`worst`)."""
+        loss = link.loss or 0.0
+        queue = 0.0
+        if link.rtt_ms is not None:
+            self._base_rtt = (
+                link.rtt_ms if self._base_rtt is None else min(self._base_rtt, link.rtt_ms)
+            )
+            queue = link.rtt_ms - self._base_rtt
+        budget = None if link.available_kbps is None else link.available_kbps - AUDIO_KBPS
+        index = self.step.index
+
+        if index < AUDIO_ONLY and now - self._last_down >= DOWN_SPACING_S:
+            if loss >= LOSS_SEVERE:
+                return self._move(min(index + 2, AUDIO_ONLY), "loss", now)
+            if loss >= LOSS_DOWN:
+                return self._move(index + 1, "loss", now)
+            if queue >= QUEUE_DOWN_MS:
+                return self._move(index + 1, "delay", now)
+            if (
+                budget is not None
+                and self.step.video
+                and budget < (self.step.max_bitrate_kbps * DOWN_MARGIN)
+            ):
+                return self._move(self._fitting(budget), "bandwidth", now)
+
+        healthy = loss < LOSS_OK and queue < QUEUE_OK_MS
+        if not healthy:
+            self._healthy_since = None
+            return None
+        if self._healthy_since is None:
+            self._healthy_since = now
+            return None
+        floor = LOW_BANDWIDTH_STEP if self.low_bandwidth else 0
+        if index <= floor or now - self._healthy_since < self._backoff:
+            return None
+        if now - self._last_down < self._backoff:
+            return None
+        target = LADDER[index - 1]
+        # With video on, the browser's estimate must cover the next rung; with video paused
+        # its estimate only reflects audio, so recovery rests on loss and delay alone.
+        if self.step.video and budget is not None and budget < target.max_bitrate_kbps * UP_MARGIN:
+            return None
+        return self._move(index - 1, "recovered", now)
+
+    def _fitting(self, budget: float) -> int:
+        for step in LADDER[self.step.index :]:
+            if not step.video or step.max_bitrate_kbps <= budget:
+                return max(step.index, self.step.index + 1)
+        return AUDIO_ONLY

@@ -1,0 +1,220 @@
+"""Link quality in a room: measure both seats' legs, pick each sender's step, tell the pages.
+
+Every :data:`REPORT_S` the :class:`LinkMonitor` reads the server's own view of each seat's
+peer connection (packets received and lost on the uplink, the receiver reports and round trip
+on the downlink) and combines it with what each browser last reported from ``getStats()``
+(its uplink estimate, what it receives and loses).  One :class:`~media.adaptation.Adapter` per
+sending seat then decides that browser's step from its uplink and the other seat's downlink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from core.domain import Participant
+from media import MediaRoom, PeerState
+from media.adaptation import (
+    AUDIO_ONLY,
+    LADDER,
+    Adapter,
+    Change,
+    Grade,
+    LegSample,
+    Step,
+    step_for_bandwidth,
+    worst,
+)
+
+logger = logging.getLogger(__name__)
+
+REPORT_S = 2.0
+#: A browser's report older than this no longer describes its link.
+STALE_S = 3 * REPORT_S
+_AUDIO_CLOCK_PER_MS = 48.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientReport:
+    """What a browser measured over its last interval (``link_report``)."""
+
+    available_out_kbps: float | None = None
+    out_kbps: float | None = None
+    rtt_ms: float | None = None
+    in_kbps: float | None = None
+    in_loss: float | None = None
+    in_jitter_ms: float | None = None
+    in_fps: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LegView:
+    """One seat's two legs as the pages show them."""
+
+    up: Grade
+    down: Grade
+    rtt_ms: float | None
+    up_loss: float | None
+    down_loss: float | None
+
+
+@dataclasses.dataclass
+class _Counters:
+    peer: object
+    received: float
+    lost: float
+
+
+class LinkMonitor:
+    """Samples a room's links and runs the adapters; call :meth:`run` in an owned task."""
+
+    def __init__(
+        self,
+        media: MediaRoom,
+        *,
+        on_step: Callable[[Participant, Change], None],
+        on_network: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = REPORT_S,
+    ) -> None:
+        self._media = media
+        self._on_step = on_step
+        self._on_network = on_network
+        self._clock = clock
+        self._interval = interval
+        now = clock()
+        self.adapters = {seat: Adapter(now) for seat in Participant}
+        self.low_bandwidth = False
+        self._reports: dict[Participant, tuple[float, ClientReport]] = {}
+        self._counters: dict[Participant, _Counters] = {}
+        self._server_up: dict[Participant, LegSample] = {}
+        self._server_down: dict[Participant, LegSample] = {}
+
+    def step(self, seat: Participant) -> Step:
+        return self.adapters[seat].step
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.sample()
+
+    # ------------------------------------------------------------------ inputs
+
+    def report(self, seat: Participant, report: ClientReport) -> None:
+        self._reports[seat] = (self._clock(), report)
+
+    def probe(self, seat: Participant, kbps: float) -> None:
+        """A pre-call measurement of ``seat``'s uplink: start no higher than it allows."""
+        adapter = self.adapters[seat]
+        index = max(step_for_bandwidth(kbps), adapter.step.index)
+        if index != adapter.step.index:
+            adapter.step = LADDER[index]
+            self._on_step(seat, Change(adapter.step, "start"))
+
+    def set_low_bandwidth(self, on: bool) -> None:
+        """The nurse's switch caps both directions: the spoke's link carries both."""
+        self.low_bandwidth = on
+        now = self._clock()
+        for seat, adapter in self.adapters.items():
+            change = adapter.set_low_bandwidth(on, now)
+            if change is not None:
+                self._on_step(seat, change)
+
+    # ------------------------------------------------------------------ sampling
+
+    async def sample(self) -> None:
+        for seat in Participant:
+            await self._measure(seat)
+        now = self._clock()
+        for seat in Participant:
+            peer = self._media.peer(seat)
+            if peer is None or peer.state is not PeerState.CONNECTED:
+                continue
+            change = self.adapters[seat].update(self._path(seat, now), now)
+            if change is not None:
+                logger.info(
+                    "room %s: %s sends %s (%s)",
+                    self._media.label,
+                    seat,
+                    change.step.label,
+                    change.reason,
+                )
+                self._on_step(seat, change)
+        self._on_network()
+
+    async def _measure(self, seat: Participant) -> None:
+        peer = self._media.peer(seat)
+        if peer is None or peer.state is not PeerState.CONNECTED:
+            self._server_up.pop(seat, None)
+            self._server_down.pop(seat, None)
+            self._counters.pop(seat, None)
+            return
+        stats = await peer.stats()
+        inbound = [stats.get(f"inbound-rtp:{kind}", {}) for kind in ("audio", "video")]
+        received = sum(s.get("packetsReceived", 0.0) for s in inbound)
+        lost = sum(max(0.0, s.get("packetsLost", 0.0)) for s in inbound)
+        up_loss = None
+        last = self._counters.get(seat)
+        if last is not None and last.peer is peer:
+            d_received, d_lost = received - last.received, lost - last.lost
+            if d_received + d_lost > 0:
+                up_loss = max(0.0, d_lost) / (d_received + max(0.0, d_lost))
+        self._counters[seat] = _Counters(peer, received, lost)
+        remote = [stats.get(f"remote-inbound-rtp:{kind}", {}) for kind in ("audio", "video")]
+        rtts = [s["roundTripTime"] * 1000 for s in remote if s.get("roundTripTime")]
+        fractions = [s["fractionLost"] / 256 for s in remote if "fractionLost" in s]
+        jitter = inbound[0].get("jitter")
+        rtt = max(rtts) if rtts else None
+        self._server_up[seat] = LegSample(
+            loss=up_loss,
+            rtt_ms=rtt,
+            jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
+        )
+        self._server_down[seat] = LegSample(loss=max(fractions) if fractions else None, rtt_ms=rtt)
+
+    def _client(self, seat: Participant, now: float) -> ClientReport:
+        at, report = self._reports.get(seat, (0.0, ClientReport()))
+        return report if now - at <= STALE_S else ClientReport()
+
+    def _uplink(self, seat: Participant, now: float) -> LegSample:
+        c = self._client(seat, now)
+        return worst(
+            self._server_up.get(seat, LegSample()),
+            LegSample(rtt_ms=c.rtt_ms, available_kbps=c.available_out_kbps),
+        )
+
+    def _downlink(self, seat: Participant, now: float) -> LegSample:
+        c = self._client(seat, now)
+        return worst(
+            self._server_down.get(seat, LegSample()),
+            LegSample(loss=c.in_loss, jitter_ms=c.in_jitter_ms, kbps=c.in_kbps),
+        )
+
+    def _path(self, sender: Participant, now: float) -> LegSample:
+        """What ``sender``'s media crosses: its uplink, then the other seat's downlink."""
+        legs = [self._uplink(sender, now)]
+        other = self._media.peer(sender.other)
+        if other is not None and other.state is PeerState.CONNECTED:
+            legs.append(self._downlink(sender.other, now))
+        return worst(*legs)
+
+    def network(self) -> dict[Participant, LegView]:
+        now = self._clock()
+        out = {}
+        for seat in Participant:
+            up, down = self._uplink(seat, now), self._downlink(seat, now)
+            connected = seat in self._server_up
+            out[seat] = LegView(
+                up=up.grade() if connected else Grade.UNKNOWN,
+                down=down.grade() if connected else Grade.UNKNOWN,
+                rtt_ms=None if up.rtt_ms is None else round(up.rtt_ms),
+                up_loss=None if up.loss is None else round(up.loss, 3),
+                down_loss=None if down.loss is None else round(down.loss, 3),
+            )
+        return out
+
+    def video_paused(self, seat: Participant) -> bool:
+        return self.adapters[seat].step.index == AUDIO_ONLY

@@ -1,0 +1,124 @@
+"""The adaptation ladder: steps down at once, up only after a healthy hold, never flaps."""
+
+from __future__ import annotations
+
+from media.adaptation import (
+    AUDIO_ONLY,
+    LADDER,
+    LOW_BANDWIDTH_STEP,
+    START_STEP,
+    Adapter,
+    Grade,
+    LegSample,
+    step_for_bandwidth,
+    worst,
+)
+
+CLEAN = LegSample(loss=0.0, rtt_ms=80, available_kbps=2000)
+
+
+def feed(adapter: Adapter, sample: LegSample, start: float, seconds: float) -> float:
+    """One report every 2 s, like the pages send; returns the time after the last."""
+    t = start
+    while t < start + seconds:
+        adapter.update(sample, t)
+        t += 2.0
+    return t
+
+
+def test_ladder_goes_from_full_video_to_audio_only() -> None:
+    assert [s.index for s in LADDER] == list(range(len(LADDER)))
+    assert LADDER[0].label == "640x360 15 fps"
+    assert LADDER[-1].video is False
+    rates = [s.max_bitrate_kbps for s in LADDER]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_loss_steps_down_at_once_and_severe_loss_two_steps() -> None:
+    a = Adapter(now=0.0)
+    change = a.update(LegSample(loss=0.10, rtt_ms=150), 2.0)
+    assert change is not None
+    assert change.step.index == START_STEP + 1
+    assert change.reason == "loss"
+    # Not again within the spacing: the last step needs time to show.
+    assert a.update(LegSample(loss=0.10, rtt_ms=150), 3.0) is None
+    severe = a.update(LegSample(loss=0.30, rtt_ms=150), 4.5)
+    assert severe is not None
+    assert severe.step.index == AUDIO_ONLY
+
+
+def test_a_building_queue_steps_down() -> None:
+    a = Adapter(now=0.0)
+    a.update(LegSample(loss=0.0, rtt_ms=150), 2.0)
+    change = a.update(LegSample(loss=0.0, rtt_ms=520), 4.0)
+    assert change is not None
+    assert change.reason == "delay"
+
+
+def test_bandwidth_estimate_picks_a_rung_that_fits() -> None:
+    a = Adapter(now=0.0, start=0)
+    change = a.update(LegSample(loss=0.0, rtt_ms=100, available_kbps=200), 2.0)
+    assert change is not None
+    assert change.reason == "bandwidth"
+    assert LADDER[change.step.index].max_bitrate_kbps <= 200 - 45
+
+
+def test_recovers_one_rung_at_a_time_after_a_healthy_hold() -> None:
+    a = Adapter(now=0.0, start=AUDIO_ONLY)
+    t = feed(a, CLEAN, 2.0, 6.0)
+    assert a.step.index == AUDIO_ONLY, "no climb before the hold"
+    t = feed(a, CLEAN, t, 60.0)
+    assert a.step.index == 0
+    ups = [reason for _, _, reason in a.history if reason == "recovered"]
+    assert len(ups) == AUDIO_ONLY
+
+
+def test_an_up_that_fails_doubles_the_wait() -> None:
+    a = Adapter(now=0.0, start=2)
+    t = feed(a, CLEAN, 2.0, 12.0)
+    assert a.step.index == 1
+    first_up = a.history[-1][0]
+    a.update(LegSample(loss=0.12, rtt_ms=100), t)  # the link could not carry it
+    assert a.step.index == 2
+    down_at = t
+    t = feed(a, CLEAN, t + 2.0, 14.0)
+    assert a.step.index == 2, "the next try waits twice as long"
+    t = feed(a, CLEAN, t, 20.0)
+    assert a.step.index <= 1
+    retry = next(when for when, idx, why in a.history if why == "recovered" and when > down_at)
+    assert retry - down_at >= 16.0
+    assert first_up < down_at
+
+
+def test_low_bandwidth_switch_is_a_floor() -> None:
+    a = Adapter(now=0.0, start=0)
+    change = a.set_low_bandwidth(True, 1.0)
+    assert change is not None
+    assert change.step.index == LOW_BANDWIDTH_STEP
+    feed(a, CLEAN, 2.0, 60.0)
+    assert a.step.index == LOW_BANDWIDTH_STEP, "never above the floor while on"
+    a.set_low_bandwidth(False, 62.0)
+    feed(a, CLEAN, 64.0, 40.0)
+    assert a.step.index < LOW_BANDWIDTH_STEP
+
+
+def test_worst_of_two_legs_and_grades() -> None:
+    up = LegSample(loss=0.01, rtt_ms=200, available_kbps=400)
+    down = LegSample(loss=0.06, rtt_ms=150, kbps=120)
+    both = worst(up, down)
+    assert both.loss == 0.06
+    assert both.rtt_ms == 200
+    assert both.available_kbps == 400
+    assert both.kbps == 120
+    assert LegSample().grade() is Grade.UNKNOWN
+    assert LegSample(loss=0.0, rtt_ms=100).grade() is Grade.GOOD
+    assert LegSample(loss=0.03, rtt_ms=350).grade() is Grade.FAIR
+    assert LegSample(loss=0.10, rtt_ms=350).grade() is Grade.POOR
+    assert LegSample(loss=0.30, rtt_ms=350).grade() is Grade.BAD
+
+
+def test_pre_call_measurement_picks_the_starting_rung() -> None:
+    assert step_for_bandwidth(2000) == 0
+    assert step_for_bandwidth(300) == 2
+    assert step_for_bandwidth(150) == 3
+    assert step_for_bandwidth(60) == AUDIO_ONLY

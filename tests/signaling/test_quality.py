@@ -1,0 +1,97 @@
+"""Link quality over the real protocol: reports in, steps and indicators out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from core.domain import Participant
+from rooms import ROOMS
+from tests.helpers import DOCTOR, ProtocolClient
+from tests.signaling.test_consent import error_for, wait_ended
+from tests.signaling.test_consultation import (
+    AiohttpClient,
+    join_with_media,
+    register_and_call,
+    start,
+)
+
+
+async def quality_for(who: ProtocolClient, seat: str, **match: Any) -> dict[str, Any]:
+    return await who.expect(
+        "quality",
+        timeout=15.0,
+        where=lambda m: m["seat"] == seat and all(m[k] == v for k, v in match.items()),
+    )
+
+
+async def test_steps_follow_the_links_and_the_nurse_switch(
+    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
+) -> None:
+    client = await start(aiohttp_client, redis_url)
+    app = client.server.app
+    nurse, doctor, room_id = await register_and_call(client)
+    spoke_peer = await join_with_media(nurse, room_id)
+    hub_peer = await join_with_media(doctor, room_id)
+    await asyncio.gather(spoke_peer.wait_for(video=10, audio=20), hub_peer.wait_for(10, 20))
+    live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
+    assert live is not None
+
+    # Both pages get both seats' indicators every two seconds.
+    network = await nurse.expect("network", timeout=10.0)
+    assert set(network) >= {"spoke", "hub"}
+    assert network["spoke"]["up"] in ("good", "fair", "poor", "bad", "unknown")
+
+    # The nurse's page receives badly: the doctor's browser (which feeds it) steps down.
+    await nurse.send("link_report", in_loss=0.12, in_kbps=90)
+    down = await quality_for(doctor, "hub", reason="loss")
+    assert down["step"] == 2
+    assert down["video"] is True
+    assert down["max_bitrate_kbps"] == 150
+    await quality_for(nurse, "hub", step=2)
+    assert live.links.step(Participant.SPOKE).index == 1, "the other direction is untouched"
+
+    # A page about to make a new peer connection asks for fresh ICE servers.
+    fresh = await nurse.request("get_ice_servers", "ice_servers")
+    assert fresh["ice_servers"] == []  # none configured here; tests/core/test_turn.py has TURN
+
+    # A report with an id gets a pong; a value out of range is refused.
+    pong = await nurse.request("link_report", "pong", in_loss=0.0)
+    assert pong["type"] == "pong"
+    bad = await error_for(nurse, "link_report", in_loss=2)
+    assert bad["code"] == "bad_message"
+
+    # Only the nurse has the low-bandwidth switch; it caps both directions at step 3.
+    refused = await error_for(doctor, "set_low_bandwidth", on=True)
+    assert refused["code"] == "not_a_participant"
+    switched = await nurse.request("set_low_bandwidth", "quality", on=True)
+    assert switched["low_bandwidth"] is True
+    assert switched["step"] == 3
+    hub_step = await quality_for(doctor, "hub", step=3, low_bandwidth=True)
+    assert hub_step["max_fps"] == 5
+
+    # A pre-call measurement too slow for video: the nurse's browser sends audio only.
+    await nurse.send("link_report", probe_kbps=50)
+    paused = await quality_for(doctor, "spoke", step=4)
+    assert paused["video"] is False
+    kinds = [(e.kind, e.seat) for e in live.journal.events]
+    assert ("quality_step", Participant.HUB) in kinds
+    assert ("low_bandwidth", Participant.SPOKE) in kinds
+
+    await doctor.request("hangup", "room_ended")
+    await wait_ended(app)
+    await asyncio.gather(spoke_peer.close(), hub_peer.close(), nurse.close(), doctor.close())
+    await client.close()
+
+
+async def test_link_messages_need_a_seat(
+    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
+) -> None:
+    client = await start(aiohttp_client, redis_url)
+    doctor = ProtocolClient(client, DOCTOR)
+    await doctor.connect()
+    assert (await error_for(doctor, "link_report", rtt_ms=20))["code"] == "forbidden"
+    assert (await error_for(doctor, "set_low_bandwidth", on=False))["code"] == "forbidden"
+    assert (await error_for(doctor, "get_ice_servers"))["code"] == "forbidden"
+    await doctor.close()
+    await client.close()
