@@ -1,14 +1,17 @@
 """Everything Setu does with aiortc's private names, in one place.
 
 aiortc decodes every received frame and has no public hook for encoded frames.  Setu needs
-three things it does not expose, all checked by ``tests/media/test_aiortc_glue.py`` so that an
+these things it does not expose, all checked by ``tests/media/test_aiortc_glue.py`` so that an
 aiortc upgrade that moves them fails loudly:
 
 * the receive thread (``rtcrtpreceiver.decoder_worker``) emits :class:`EncodedFrame` instead of
   decoding, for tracks whose queue is a :class:`FrameTap`;
-* a receiver's jitter buffers suited to relaying (small for video, immediate for audio);
+* a receiver's jitter buffers suited to relaying (:mod:`media.watchdog`'s frame assembler for
+  video, immediate release for audio), fed with the depayloaded data aiortc leaves on each
+  packet as ``_data``;
 * a receiver's ``_send_rtcp_pli`` to ask the source for a keyframe, and a sender's
-  ``_send_keyframe`` to learn that the destination asked for one.
+  ``_send_keyframe`` to learn that the destination asked for one;
+* a sender's round-trip estimate, which sets how long video waits for a retransmission.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from fractions import Fraction
 from typing import Any
 
 import aiortc.rtcrtpreceiver as _rtcrtpreceiver
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 
 from .frames import EncodedFrame, vp8_is_keyframe
+from .watchdog import AssembledFrame, FrameAssembler, StallWatchdog, VideoPacket
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +42,22 @@ PRIVATE_NAMES = {
     "RTCRtpReceiver._send_rtcp_pli": (RTCRtpReceiver, "_send_rtcp_pli"),
     "RTCRtpSender._send_keyframe": (RTCRtpSender, "_send_keyframe"),
 }
+#: Instance attributes, checked by the glue test on fresh objects.
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
-#: A video jitter buffer this size releases a frame stuck behind a lost packet within about a
-#: second at 500 kbit/s (aiortc's 512 held one for 8 s); it still holds the largest keyframes.
-VIDEO_JITTER_CAPACITY = 128
+_RTT_ATTR = "_RTCRtpSender__rtt"
+
+#: Frames handed from the receive thread to the event loop and not yet delivered.  The loop runs
+#: them within one iteration, so only a badly overloaded loop ever lets this many pile up.
+TAP_IN_FLIGHT = 64
 
 
 class FrameTap:
     """Stands in for a received track's frame queue and hands encoded frames to a callback.
 
     The receive thread calls :meth:`put_threadsafe`; ``on_frame`` then runs on the event loop.
-    Nothing is queued here: the callback decides what to keep.
+    At most ``limit`` frames wait for the loop.  Beyond that a frame is dropped, and so is every
+    frame after it until one that decodes alone (a keyframe; every audio packet does), and
+    ``on_overflow`` runs on the loop once to ask the source for that keyframe.
     """
 
     def __init__(
@@ -56,18 +65,57 @@ class FrameTap:
         loop: asyncio.AbstractEventLoop,
         on_frame: Callable[[EncodedFrame], None],
         on_end: Callable[[], None],
+        on_overflow: Callable[[], None] | None = None,
+        limit: int = TAP_IN_FLIGHT,
     ) -> None:
         self._loop = loop
         self._on_frame = on_frame
         self._on_end = on_end
+        self._on_overflow = on_overflow
+        self._limit = limit
+        # Guards the three fields below: the receive thread admits, the loop delivers.
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._resync = False
+        self.dropped = 0
 
     def put_threadsafe(self, frame: EncodedFrame | None) -> None:
         # The loop may close under the receive thread at shutdown.
         with contextlib.suppress(RuntimeError):
             if frame is None:
                 self._loop.call_soon_threadsafe(self._on_end)
-            else:
-                self._loop.call_soon_threadsafe(self._on_frame, frame)
+                return
+            with self._lock:
+                admitted, overflowed = self._admit(frame)
+            if admitted:
+                self._loop.call_soon_threadsafe(self._deliver, frame)
+            elif overflowed and self._on_overflow is not None:
+                self._loop.call_soon_threadsafe(self._on_overflow)
+
+    def _admit(self, frame: EncodedFrame) -> tuple[bool, bool]:
+        """(deliver it, this drop broke the chain); the caller holds the lock."""
+        if self._in_flight >= self._limit:
+            self.dropped += 1
+            first = not self._resync
+            self._resync = True
+            return False, first
+        if self._resync:
+            if not frame.is_keyframe:
+                self.dropped += 1
+                return False, False
+            self._resync = False
+        self._in_flight += 1
+        return True, False
+
+    def _deliver(self, frame: EncodedFrame) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._on_frame(frame)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
 
     # aiortc's RemoteStreamTrack.recv() awaits its queue; a tapped track is never read.
     async def get(self) -> None:  # pragma: no cover - never awaited by Setu
@@ -89,17 +137,33 @@ def _worker(
             output_q.put_threadsafe(None)
             return
         codec, jitter_frame = task
-        data = jitter_frame.data
         video = codec.mimeType.lower().startswith("video/")
-        output_q.put_threadsafe(
-            EncodedFrame(
-                data=data,
-                pts=jitter_frame.timestamp,
-                time_base=Fraction(1, codec.clockRate),
-                is_keyframe=vp8_is_keyframe(data) if video else True,
-                arrival=time.monotonic(),
+        time_base = Fraction(1, codec.clockRate)
+        for data, pts in _unbatch(jitter_frame):
+            output_q.put_threadsafe(
+                EncodedFrame(
+                    data=data,
+                    pts=pts,
+                    time_base=time_base,
+                    is_keyframe=vp8_is_keyframe(data) if video else True,
+                    arrival=time.monotonic(),
+                )
             )
-        )
+
+
+def _unbatch(jitter_frame: JitterFrame) -> list[tuple[bytes, int]]:
+    """(data, pts) of each frame in what the receiver queued for decoding.
+
+    aiortc rewrites ``timestamp`` to a pts counted from the stream's first frame; a batch carries
+    its last frame's, and the others lie before it by their RTP timestamp differences.
+    """
+    if not isinstance(jitter_frame, _FrameBatch):
+        return [(jitter_frame.data, jitter_frame.timestamp)]
+    last = jitter_frame.frames[-1].timestamp
+    return [
+        (f.data, jitter_frame.timestamp - (last - f.timestamp) % (1 << 32))
+        for f in jitter_frame.frames
+    ]
 
 
 _stock_worker = _rtcrtpreceiver.decoder_worker
@@ -119,32 +183,118 @@ def tap_track(track: Any, tap: FrameTap) -> None:
     track._queue = tap
 
 
+def tapped(track: Any) -> FrameTap | None:
+    """The tap of a track :func:`tap_track` tapped (for statistics and tests)."""
+    tap = track._queue
+    return tap if isinstance(tap, FrameTap) else None
+
+
+#: An audio packet this many behind the newest belongs to a restarted sequence, not a late one
+#: (two seconds of 20 ms packets; aiortc's own buffer uses the same bound).
+AUDIO_MAX_MISORDER = 100
+
+
 class ImmediateJitterBuffer(JitterBuffer):
     """Releases each audio packet as it arrives; the receiving browser's own buffer smooths.
 
     aiortc's audio buffer holds packets after a loss and keeps about 200 ms more latency for the
-    rest of the call.  Late packets (older than the newest seen) are dropped.
+    rest of the call.  This one never waits: a gap is passed on as a gap, which the far
+    browser's NetEQ conceals (with Opus in-band FEC when the next packet carries it).  Packets
+    older than the newest seen are dropped (aiortc's timestamp mapping takes a timestamp going
+    back for a wrap), unless they are so far behind that the sender must have started again.
     """
 
     def __init__(self) -> None:
         super().__init__(capacity=16)
         self._newest: int | None = None
+        self.late = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
-        if self._newest is not None and ((self._newest - seq) & 0xFFFF) < 0x8000:
-            return False, None  # a duplicate or a packet that arrived after a newer one
+        if self._newest is not None and (self._newest - seq) % (1 << 16) < AUDIO_MAX_MISORDER:
+            self.late += 1  # a duplicate or a packet that arrived after a newer one
+            return False, None
         self._newest = seq
         # aiortc's receiver stores the depayloaded frame data on the packet before add().
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+        data: bytes = packet._data  # type: ignore[attr-defined]
+        if not data:
+            return False, None  # padding
+        return False, JitterFrame(data=data, timestamp=packet.timestamp)
 
 
-def tune_receiver(receiver: RTCRtpReceiver, kind: str) -> None:
-    """Jitter buffers for relaying: immediate release for audio, smaller for video."""
+class _FrameBatch(JitterFrame):
+    """Several video frames set free by one packet, queued as one item: the receiver passes on
+    at most one item per packet and maps only its ``timestamp`` (the last frame's)."""
+
+    def __init__(self, frames: tuple[AssembledFrame, ...]) -> None:
+        super().__init__(data=frames[-1].data, timestamp=frames[-1].timestamp)
+        self.frames = frames
+
+
+class VideoJitterBuffer(JitterBuffer):
+    """aiortc's receiver side of a :class:`~media.watchdog.FrameAssembler`.
+
+    The receiver calls :meth:`add` for each VP8 packet on the event loop and sends a PLI for the
+    stream when the first item of the answer is true: the assembler's keyframe requests take
+    the receiver's own path (``_send_rtcp_pli``), rate-limited by the assembler.  Only tracks
+    tapped with a :class:`FrameTap` may use it: their worker unpacks batches of frames.
+    """
+
+    def __init__(self, assembler: FrameAssembler) -> None:
+        super().__init__(capacity=assembler.capacity, is_video=True)
+        self.assembler = assembler
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        payload = packet.payload
+        release = self.assembler.add(
+            VideoPacket(
+                seq=packet.sequence_number,
+                timestamp=packet.timestamp,
+                marker=bool(packet.marker),
+                # VP8 payload descriptor |X|R|N|S|R|PID|: S=1 and PID=0 open a frame.
+                start=bool(payload) and payload[0] & 0x17 == 0x10,
+                data=packet._data,  # type: ignore[attr-defined]
+            )
+        )
+        frames = release.frames
+        if not frames:
+            return release.request_keyframe, None
+        if len(frames) == 1:
+            return release.request_keyframe, JitterFrame(frames[0].data, frames[0].timestamp)
+        return release.request_keyframe, _FrameBatch(frames)
+
+
+def tune_receiver(
+    receiver: RTCRtpReceiver,
+    kind: str,
+    label: str = "",
+    rtt: Callable[[], float | None] = lambda: None,
+) -> Callable[[], None]:
+    """Jitter buffers for relaying: immediate release for audio, the frame assembler for video.
+
+    ``rtt`` gives the round-trip time to the sender (see :func:`round_trip_time`).  Returns what
+    to call when frames are lost after the buffer (the tap's ``on_overflow``): for video it drops
+    to the next keyframe and asks for one.
+    """
     if kind == "audio":
         setattr(receiver, _JITTER_ATTR, ImmediateJitterBuffer())
-    else:
-        setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=VIDEO_JITTER_CAPACITY, is_video=True))
+        return lambda: None
+    assembler = FrameAssembler(label=label, watchdog=StallWatchdog(rtt))
+    setattr(receiver, _JITTER_ATTR, VideoJitterBuffer(assembler))
+    return lambda: assembler.resync("frames dropped on their way to the loop")
+
+
+def jitter_buffer(receiver: RTCRtpReceiver) -> JitterBuffer:
+    """The receiver's jitter buffer (for statistics and tests)."""
+    buffer: JitterBuffer = getattr(receiver, _JITTER_ATTR)
+    return buffer
+
+
+def round_trip_time(pc: RTCPeerConnection) -> float | None:
+    """aiortc's smoothed round trip to the browser, in seconds, from the RTCP reports about our
+    senders; ``None`` until a report came back (the browser must have received media)."""
+    rtts = [getattr(sender, _RTT_ATTR, None) for sender in pc.getSenders()]
+    return max((rtt for rtt in rtts if isinstance(rtt, float)), default=None)
 
 
 async def request_keyframe(receiver: RTCRtpReceiver) -> bool:

@@ -83,8 +83,11 @@ class Peer:
         sink: FrameSink,
         on_state: Callable[[Peer, PeerState], None],
         on_keyframe_request: Callable[[str], None],
+        tune: bool = True,
     ) -> None:
         self.id = secrets.token_hex(3)
+        #: Loss-tolerant jitter buffers; off leaves aiortc's own (for comparisons).
+        self._tune = tune
         self.label = f"{label}/{self.id}"
         self._pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._outbound = outbound
@@ -114,7 +117,16 @@ class Peer:
         if kind not in self._outbound or kind in self.receivers:
             return
         receiver = next(t.receiver for t in self._pc.getTransceivers() if t.receiver.track is track)
-        aiortc_glue.tune_receiver(receiver, kind)
+        resync = (
+            aiortc_glue.tune_receiver(
+                receiver,
+                kind,
+                label=self.label,
+                rtt=lambda: aiortc_glue.round_trip_time(self._pc),
+            )
+            if self._tune
+            else _nothing
+        )
         loop = asyncio.get_running_loop()
         aiortc_glue.tap_track(
             track,
@@ -122,6 +134,7 @@ class Peer:
                 loop,
                 on_frame=lambda frame: self._sink(kind, frame, self),
                 on_end=lambda: None,
+                on_overflow=resync,
             ),
         )
         self.receivers[kind] = receiver
@@ -174,6 +187,10 @@ class Peer:
         if self.state is not PeerState.CLOSED:
             logger.info("peer %s: %s -> closed", self.label, self.state)
             self.state = PeerState.CLOSED
+
+
+def _nothing() -> None:
+    """What to do about frames lost after aiortc's own jitter buffer: nothing it can help."""
 
 
 def _prefer_relayable_codecs(transceiver: object) -> None:

@@ -96,6 +96,11 @@ class RelayTrack(MediaStreamTrack):
             if not frame.is_keyframe:
                 self._request_keyframe()
 
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the sender."""
+        return len(self._queue)
+
     def restart_from_keyframe(self) -> None:
         """Drop what is queued and wait for a keyframe (a new receiver is starting)."""
         if self._video:

@@ -41,9 +41,15 @@ class MediaRoom:
     """Relays audio and video between the spoke seat and the hub seat of a room."""
 
     def __init__(
-        self, label: str, ice_servers: tuple[IceServer, ...], on_peer_state: PeerStateCallback
+        self,
+        label: str,
+        ice_servers: tuple[IceServer, ...],
+        on_peer_state: PeerStateCallback,
+        *,
+        tune: bool = True,
     ) -> None:
         self.label = label
+        self._tune = tune
         self._ice_servers = ice_servers
         self._on_peer_state = on_peer_state
         self._tasks = TaskOwner(f"media {label}")
@@ -92,6 +98,7 @@ class MediaRoom:
             sink=lambda kind, frame, src, seat=seat: self._relay(seat, kind, frame, src),  # type: ignore[misc]
             on_state=lambda p, state, seat=seat: self._peer_state(seat, p, state),  # type: ignore[misc]
             on_keyframe_request=lambda kind, seat=seat: self._keyframe[seat.other](),  # type: ignore[misc]
+            tune=self._tune,
         )
         self._peers[seat] = peer
         try:

@@ -56,6 +56,12 @@ class RoomClosed(RoomError):
     code = "room_ended"
 
 
+class NodeDraining(RoomError):
+    """This process is draining for a restart: it keeps its live rooms but takes no new one."""
+
+    code = "node_draining"
+
+
 class IllegalTransition(RoomError):
     code = "illegal_transition"
 
@@ -108,7 +114,9 @@ class LiveRoom:
         self._listeners: dict[Participant, Listener] = {}
         self._grace: dict[Participant, asyncio.Task[None] | None] = {}
         self._tasks = TaskOwner(f"room {room_id}")
-        self.media = MediaRoom(room_id, settings.ice_servers, self._peer_state)
+        self.media = MediaRoom(
+            room_id, settings.ice_servers, self._peer_state, tune=settings.link_tuning
+        )
         created_ms = record.get("created_at")
         started_at = (
             datetime.fromtimestamp(int(created_ms) / 1000, UTC)
@@ -429,12 +437,27 @@ class RoomRegistry:
         self._rooms: dict[RoomId, LiveRoom] = {}
         self._ending: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._draining = False
 
     def __len__(self) -> int:
         return len(self._rooms)
 
     def get(self, room_id: RoomId) -> LiveRoom | None:
         return self._rooms.get(room_id)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def drain(self) -> None:
+        """Take no new rooms from now on (idempotent); the live ones go on until they end.
+
+        A join of a room that is not live here is refused with :class:`NodeDraining`, so that the
+        client tries again and the load balancer sends it to another process.
+        """
+        if not self._draining:
+            self._draining = True
+            logger.info("rooms: draining, %d live", len(self._rooms))
 
     async def open(self, room_id: str, user: User) -> tuple[LiveRoom, Participant]:
         """The live room for ``room_id`` and ``user``'s seat in it.
@@ -449,6 +472,8 @@ class RoomRegistry:
         rid = RoomId(room_id)
         live = self._rooms.get(rid)
         if live is None:
+            if self._draining:
+                raise NodeDraining("this server is restarting; join again to reach another one")
             record = await self._waiting_room.room(hub, rid)
             if record is None:
                 raise RoomNotFound("no such consultation")
@@ -468,6 +493,8 @@ class RoomRegistry:
             if live is None:
                 if self._closing:
                     raise RoomClosed("the server is shutting down")
+                if self._draining:
+                    raise NodeDraining("this server is restarting; join again to reach another one")
                 live = LiveRoom(
                     rid,
                     hub,

@@ -5,14 +5,20 @@ If one of these fails after an aiortc upgrade, media/aiortc_glue.py needs attent
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import queue
+import threading
+from fractions import Fraction
 
 import aiortc
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_glue
+from media.frames import EncodedFrame
 from media.peer import OPUS_FMTP, _tune_answer
+from media.watchdog import AssembledFrame
 
 
 def test_aiortc_version_is_the_tested_one() -> None:
@@ -31,8 +37,91 @@ async def test_receivers_have_the_jitter_buffer_we_replace() -> None:
     transceiver = pc.addTransceiver("video")
     assert hasattr(transceiver.receiver, aiortc_glue._JITTER_ATTR)
     aiortc_glue.tune_receiver(transceiver.receiver, "video")
-    assert getattr(transceiver.receiver, aiortc_glue._JITTER_ATTR).capacity == 128
+    jb = aiortc_glue.jitter_buffer(transceiver.receiver)
+    assert isinstance(jb, aiortc_glue.VideoJitterBuffer)
+    assert jb.capacity == 128
     await pc.close()
+
+
+def test_receivers_feed_the_jitter_buffer_as_our_buffers_expect() -> None:
+    # Depayloaded data on the packet before add(), one item per packet whose timestamp alone is
+    # mapped, and a PLI when add() says so: what ImmediateJitterBuffer, VideoJitterBuffer and
+    # _unbatch rely on.
+    source = inspect.getsource(aiortc.RTCRtpReceiver._handle_rtp_packet)
+    order = [
+        "packet._data = depayload(codec, packet.payload)",
+        "pli_flag, encoded_frame = self.__jitter_buffer.add(packet)",
+        "await self._send_rtcp_pli(packet.ssrc)",
+        "encoded_frame.timestamp = self.__timestamp_mapper.map(",
+        "self.__decoder_queue.put((codec, encoded_frame))",
+    ]
+    positions = [source.find(line) for line in order]
+    assert -1 not in positions, dict(zip(order, positions, strict=True))
+    assert positions == sorted(positions)
+
+
+async def test_senders_keep_the_round_trip_estimate_we_read() -> None:
+    pc = RTCPeerConnection()
+    transceiver = pc.addTransceiver("video")
+    # aiortc sets it to None in __init__ and to a float once a receiver report comes back.
+    assert hasattr(transceiver.sender, aiortc_glue._RTT_ATTR)
+    assert aiortc_glue.round_trip_time(pc) is None
+    setattr(transceiver.sender, aiortc_glue._RTT_ATTR, 0.12)
+    assert aiortc_glue.round_trip_time(pc) == 0.12
+    await pc.close()
+
+
+def encoded(key: bool) -> EncodedFrame:
+    return EncodedFrame(b"\x00" if key else b"\x01", 0, Fraction(1, 90_000), key, 0.0)
+
+
+async def test_the_tap_bounds_what_waits_for_the_loop() -> None:
+    got: list[EncodedFrame] = []
+    overflows: list[None] = []
+    tap = aiortc_glue.FrameTap(
+        asyncio.get_running_loop(),
+        on_frame=got.append,
+        on_end=lambda: None,
+        on_overflow=lambda: overflows.append(None),
+        limit=8,
+    )
+    for _ in range(20):  # the loop runs nothing meanwhile, as if it were overloaded
+        tap.put_threadsafe(encoded(key=False))
+    assert tap.in_flight == 8
+    await asyncio.sleep(0)
+    assert (len(got), tap.in_flight, tap.dropped, len(overflows)) == (8, 0, 12, 1)
+    # Frames after the drop do not decode: they wait for a keyframe.
+    tap.put_threadsafe(encoded(key=False))
+    tap.put_threadsafe(encoded(key=True))
+    tap.put_threadsafe(encoded(key=False))
+    await asyncio.sleep(0)
+    assert [f.is_keyframe for f in got[8:]] == [True, False]
+    assert tap.dropped == 13
+
+
+async def test_the_receive_worker_unpacks_a_batch_of_frames() -> None:
+    got: list[EncodedFrame] = []
+    ended = asyncio.Event()
+    tap = aiortc_glue.FrameTap(asyncio.get_running_loop(), got.append, ended.set)
+    batch = aiortc_glue._FrameBatch(
+        (AssembledFrame(b"\x10key", 1000, True), AssembledFrame(b"\x11delta", 7000, False))
+    )
+    batch.timestamp = 6000  # what aiortc's timestamp mapping makes of the last frame's
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000, payloadType=96)
+    tasks: queue.Queue[object] = queue.Queue()
+    tasks.put((codec, batch))
+    tasks.put(None)
+    worker = threading.Thread(
+        target=aiortc_glue._worker,
+        args=(asyncio.get_running_loop(), tasks, tap, threading.Event()),
+    )
+    worker.start()
+    await asyncio.wait_for(ended.wait(), 5)
+    worker.join()
+    assert [(f.data, f.pts, f.is_keyframe) for f in got] == [
+        (b"\x10key", 0, True),
+        (b"\x11delta", 6000, False),
+    ]
 
 
 def test_install_is_idempotent() -> None:
@@ -43,9 +132,9 @@ def test_install_is_idempotent() -> None:
     assert rr.decoder_worker is aiortc_glue._worker
 
 
-def packet(seq: int) -> RtpPacket:
+def packet(seq: int, data: bytes = b"opus") -> RtpPacket:
     p = RtpPacket(sequence_number=seq, timestamp=seq * 960)
-    p._data = b"opus"  # type: ignore[attr-defined]
+    p._data = data  # type: ignore[attr-defined]
     return p
 
 
@@ -59,6 +148,23 @@ def test_immediate_audio_buffer_releases_at_once_and_drops_late_packets() -> Non
     jb2 = aiortc_glue.ImmediateJitterBuffer()
     jb2.add(packet(65535))
     assert jb2.add(packet(0))[1] is not None  # sequence wrap
+
+
+def test_immediate_audio_buffer_never_holds_on_a_gap() -> None:
+    jb = aiortc_glue.ImmediateJitterBuffer()
+    released = []
+    for seq in [1, 2, 3, 5, 6, 9, 10, 30, 31]:  # gaps of every size, none ever filled
+        pli, frame = jb.add(packet(seq))
+        assert not pli
+        assert frame is not None  # each packet leaves with its own arrival
+        released.append(frame.timestamp)
+    assert released == [seq * 960 for seq in [1, 2, 3, 5, 6, 9, 10, 30, 31]]
+    # Far behind the newest is not late but a sender that started again.
+    assert jb.add(packet(31 - aiortc_glue.AUDIO_MAX_MISORDER))[1] is not None
+    assert jb.add(packet(31 - aiortc_glue.AUDIO_MAX_MISORDER + 1))[1] is not None
+    # Padding carries no audio.
+    assert jb.add(packet(40, data=b""))[1] is None
+    assert jb.add(packet(41))[1] is not None
 
 
 def test_answer_gets_our_opus_parameters() -> None:
