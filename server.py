@@ -7,8 +7,11 @@ python server.py verify PATH        check the audit log and recordings; exits 1 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import ssl
 import sys
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ import uvloop
 from aiohttp import web
 
 import audit
+import core.nodes
 import core.setup
 import media
 import rooms
@@ -28,6 +32,7 @@ from core.checks import check_directory
 from core.directory import DirectoryError
 from core.settings import Settings, SettingsError, load_settings
 from rooms import Clock, utc_now
+from web.metrics import node_load
 
 logger = logging.getLogger("setu")
 
@@ -41,6 +46,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     rooms.setup(app, settings, clock)
     signaling.setup(app, settings)
     pages.setup(app, settings)
+    core.nodes.setup(app, settings, load=node_load)
     return app
 
 
@@ -61,6 +67,89 @@ def _announce(settings: Settings) -> None:
         "dr.sharma, dr.khan (hub), auditor, admin",
         url,
     )
+
+
+#: How often a draining process says how many live rooms it still holds.
+_DRAIN_REPORT_S = 10.0
+#: How often a draining process looks whether its last room has ended (a length check).
+_DRAIN_POLL_S = 0.25
+#: After the rooms have ended and the sockets closed, how long requests in flight may take.
+_SHUTDOWN_TIMEOUT_S = 10.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _StopRequests:
+    """SIGTERM or SIGINT: the first one starts the drain, a second one ends it at once."""
+
+    def __init__(self) -> None:
+        self.drain = asyncio.Event()
+        self.now = asyncio.Event()
+
+    def signalled(self, signum: signal.Signals) -> None:
+        if not self.drain.is_set():
+            logger.info("%s: draining (send it again to end the live rooms at once)", signum.name)
+            self.drain.set()
+        elif not self.now.is_set():
+            logger.warning("%s again: ending the live rooms now", signum.name)
+            self.now.set()
+        else:
+            logger.info("%s: already shutting down", signum.name)
+
+
+async def _drain(registry: rooms.RoomRegistry, timeout_s: float, now: asyncio.Event) -> None:
+    """Take no new rooms, and wait until the live ones have ended, for ``timeout_s`` at most or
+    until ``now`` is set.  Rooms still live then are ended by the shutdown that follows."""
+    registry.drain()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    report_at = loop.time()
+    # The registry has no "emptied" event; a length check four times a second costs nothing.
+    while len(registry) > 0 and not now.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            logger.warning(
+                "drain timeout (%g s): ending the %d live rooms", timeout_s, len(registry)
+            )
+            return
+        if loop.time() >= report_at:
+            logger.info(
+                "draining: %d live rooms left, ended in %.0f s at most", len(registry), left
+            )
+            report_at += _DRAIN_REPORT_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), min(_DRAIN_POLL_S, left))
+    if len(registry) == 0:
+        logger.info("drained: no live room left")
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, drain, then shut down cleanly.
+
+    While draining, the listening socket stays open: the live rooms' participants may still
+    reconnect and load pages, and ``/healthz`` tells the load balancer to send nobody new.
+    The shutdown runs ``on_shutdown`` (rooms end, sockets close) and then ``cleanup_ctx``.
+    """
+    loop = asyncio.get_running_loop()
+    stop = _StopRequests()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.signalled, signum)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+    try:
+        try:
+            await runner.setup()
+            site = web.TCPSite(
+                runner, settings.host, settings.port, ssl_context=_ssl_context(settings)
+            )
+            await site.start()
+            _announce(settings)
+            await stop.drain.wait()
+            await _drain(app[rooms.ROOMS], settings.drain_timeout_s, stop.now)
+        finally:
+            await runner.cleanup()
+        logger.info("Setu %s stopped", settings.node_id)
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 def check_config(argv: Sequence[str]) -> int:
@@ -98,15 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # uvloop's faster datagram and timer handling cuts the per-packet cost of relaying media.
-    web.run_app(
-        app,
-        loop=uvloop.new_event_loop(),
-        host=settings.host,
-        port=settings.port,
-        ssl_context=_ssl_context(settings),
-        print=lambda _msg: _announce(settings),
-        shutdown_timeout=10,
-    )
+    # The runner cancels whatever task is left and waits for the executor's threads at the end.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        loop_runner.run(_serve(app, settings))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .directory import DEMO_DIRECTORY
+from .store import InvalidStoreUrl, parse_store_url
 
 
 class SettingsError(Exception):
@@ -42,7 +44,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("data")
-    #: ``redis://`` or ``rediss://`` URL of a real Redis; ``None`` runs the embedded store.
+    #: URL of a real Redis, a Sentinel-watched one or a Cluster (see :mod:`core.store`);
+    #: ``None`` runs the embedded store.
     redis_url: str | None = None
     directory: Path = DEMO_DIRECTORY
     ice_servers: tuple[IceServer, ...] = ()
@@ -65,6 +68,10 @@ class Settings:
     heartbeat_s: float = 10.0
     #: How long a room waits for a participant whose link dropped before ending.
     room_grace_s: float = 60.0
+    #: After SIGTERM, how long live rooms may go on (the process takes no new ones) before they
+    #: are ended with reason ``shutdown``; 0 ends them at once.  A consultation rarely lasts
+    #: half an hour.
+    drain_timeout_s: float = 1800.0
     #: Bound on each websocket's outgoing queue; a client that lets it fill is disconnected.
     outbox_size: int = 256
     #: Record consultations whose patient consented (``--recording off`` never records).
@@ -125,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis",
         dest="redis_url",
         metavar="URL",
-        help="a real Redis (redis://host:6379/0); without it an embedded store keeps nothing "
-        "across restarts",
+        help="a real Redis: redis://[:password@]host:6379/0 (rediss:// for TLS, or unix://); "
+        "behind Sentinel: redis+sentinel://[:password@]host:26379,host:26379/<service>[/<db>]; "
+        "a Cluster: redis+cluster://[:password@]host:6379,host:6379 (see docs/deploy.md). "
+        "Without it an embedded store keeps nothing across restarts",
     )
     add("--directory", type=Path, help="TOML directory of hubs, spokes and users")
     add(
@@ -176,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="room_grace_s",
         type=float,
         help="seconds a room waits for a participant whose link dropped (default 60)",
+    )
+    add(
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, take no new rooms and let live ones finish for at most this long, then "
+        "exit (default 1800; 0 ends them at once)",
     )
     add(
         "--link-tuning",
@@ -259,12 +276,16 @@ def _make(values: dict[str, object]) -> Settings:
         raise SettingsError(f"--port {settings.port} is not a TCP port")
     if settings.heartbeat_s <= 0 or settings.room_grace_s < 0:
         raise SettingsError("--heartbeat must be positive and --room-grace not negative")
+    if not (math.isfinite(settings.drain_timeout_s) and settings.drain_timeout_s >= 0):
+        raise SettingsError("--drain-timeout must be a number of seconds, 0 or more")
     if settings.retention_days < 0:
         raise SettingsError("--retention-days must not be negative")
-    if settings.redis_url is not None and not settings.redis_url.startswith(
-        ("redis://", "rediss://", "unix://")
-    ):
-        raise SettingsError(f"--redis-url {settings.redis_url!r} is not a redis:// URL")
+    if settings.redis_url is not None:
+        try:
+            parse_store_url(settings.redis_url)
+        except InvalidStoreUrl as exc:
+            # Not the URL itself: it may carry the store's password.
+            raise SettingsError(f"--redis-url: {exc}") from None
     return settings
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +46,9 @@ PENDING_AUDIO = 300
 CLUSTER_MS = 500
 #: See :meth:`_SeatFile._heartbeat`.
 HEARTBEAT_S = 1.0
+#: How long the writer lets packets gather before it writes them (and how late they reach
+#: the disk, at most, beside the cluster length).
+BATCH_S = 0.2
 _RTP_WRAP = 1 << 32
 
 
@@ -212,12 +216,32 @@ class Recorder:
         ]
 
     def _run(self) -> None:
-        """The writer thread: the only code that touches the files."""
+        """The writer thread: the only code that touches the files.
+
+        It wakes a few times a second and writes what has queued up meanwhile: a wake-up per
+        packet would cost more than the writing (thread switches, and the event loop giving
+        up the GIL each time).  Matroska clusters are 500 ms anyway.
+        """
         files: dict[Participant, _SeatFile] = {}
-        while (item := self._queue.get()) is not None:
-            if item.seat not in files:
-                files[item.seat] = _SeatFile(self._directory, item.seat, self._segment, self.label)
-            files[item.seat].write(item)
+        running = True
+        while running:
+            batch = [self._queue.get()]
+            if batch[0] is not None:
+                time.sleep(BATCH_S)
+            try:
+                while batch[-1] is not None:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            for item in batch:
+                if item is None:
+                    running = False
+                    break
+                if item.seat not in files:
+                    files[item.seat] = _SeatFile(
+                        self._directory, item.seat, self._segment, self.label
+                    )
+                files[item.seat].write(item)
         closed = [files[seat].finish() for seat in Participant if seat in files]
         # Published before the thread ends; close() reads it only after joining.
         self._files = [file for file in closed if file is not None]

@@ -1,10 +1,12 @@
 """The hub feed: every server process follows each hub's event stream and pushes fresh queue
 snapshots to the people watching that hub on this process.
 
-One task per process reads all hubs' streams (``XREAD BLOCK``).  For each batch it reads a
-hub's snapshot once and hands it to every local subscriber; subscribers only post to their own
-bounded outbox, so a slow browser never delays the others.  A ``service_changed`` entry (an
-administrator's edit) is passed on first, so the snapshots that follow see the new service.
+One task per process reads all hubs' streams (``XREAD BLOCK``); on Redis Cluster, where one
+command's keys must share a hash slot, one task per slot reads that slot's hubs.  For each batch
+it reads a hub's snapshot once and hands it to every local subscriber; subscribers only post to
+their own bounded outbox, so a slow browser never delays the others.  A ``service_changed``
+entry (an administrator's edit) is passed on first, so the snapshots that follow see the new
+service.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.domain import HubId
-from core.store import UNAVAILABLE, Redis, StoreUnavailable
+from core.store import UNAVAILABLE, Redis, StoreUnavailable, same_slot_groups
 from core.tasks import TaskOwner
 
 from .service_config import SERVICE_CHANGED
@@ -59,19 +61,22 @@ class HubFeed:
         self._hubs = hubs
         self._subscribers: dict[HubId, set[Subscription]] = {hub: set() for hub in hubs}
         self._tasks = TaskOwner("hub-feed")
-        self._store_ok = True
         self._stopping = asyncio.Event()
-        self._follower: asyncio.Task[None] | None = None
+        self._followers: list[asyncio.Task[Any]] = []
 
     def start(self) -> None:
-        self._follower = self._tasks.spawn(self._follow(), name="follow")
+        by_key = {events_key(hub): hub for hub in self._hubs}
+        for i, keys in enumerate(same_slot_groups(self._store, by_key)):
+            task = self._tasks.spawn(self._follow([by_key[key] for key in keys]), f"follow-{i}")
+            if task is not None:
+                self._followers.append(task)
 
     async def close(self) -> None:
         # Cancelling redis-py in the middle of a blocking read can leave the task waiting on
         # a future that never completes; ask the loop to stop between reads instead.
         self._stopping.set()
-        if self._follower is not None:
-            await asyncio.wait({self._follower}, timeout=READ_BLOCK_MS / 1000 + 3)
+        if self._followers:
+            await asyncio.wait(self._followers, timeout=READ_BLOCK_MS / 1000 + 3)
         await self._tasks.close()
 
     def subscribe(self, hub: HubId, subscriber: Subscriber) -> Subscription:
@@ -82,29 +87,31 @@ class HubFeed:
     def _unsubscribe(self, sub: Subscription) -> None:
         self._subscribers[sub.hub].discard(sub)
 
-    async def _follow(self) -> None:
+    async def _follow(self, hubs: list[HubId]) -> None:
+        """Read the streams of ``hubs`` (all in one hash slot on a Cluster) until closed."""
         last: dict[Any, Any] = {}
         backoff = 0.2
+        store_ok = True
         while not self._stopping.is_set():
             try:
                 if not last:
                     # Start from what is in the streams now; watchers read a fresh snapshot on
                     # subscribing, so earlier events need no replay.
-                    for hub in self._hubs:
+                    for hub in hubs:
                         newest = await self._store.xrevrange(events_key(hub), count=1)
                         last[events_key(hub)] = newest[0][0] if newest else "0-0"
-                    if not self._store_ok:
-                        self._store_ok = True
+                    if not store_ok:
+                        store_ok = True
                         logger.info("store reachable again; refreshing every watched hub")
-                        await self._publish(list(self._hubs))
+                        store_ok = await self._publish(hubs)
                 batch: Any = await self._store.xread(last, block=READ_BLOCK_MS, count=500)
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE as exc:
-                if self._store_ok:
+                if store_ok:
                     logger.warning("hub feed: store unavailable (%s); retrying", exc)
-                self._store_ok = False
+                store_ok = False
                 last = {}
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
@@ -130,16 +137,20 @@ class HubFeed:
                 # Should the store fail here, the keeper's periodic refresh catches up.
                 with contextlib.suppress(StoreUnavailable):
                     await self._on_service_changed(reconfigured)
-            await self._publish(changed)
+            if not await self._publish(changed):
+                store_ok = False
 
-    async def _publish(self, hubs: list[HubId]) -> None:
+    async def _publish(self, hubs: list[HubId]) -> bool:
+        """Hand each hub's fresh snapshot to its subscribers; ``False`` if the store failed."""
+        ok = True
         for hub in hubs:
             if not self._subscribers.get(hub):
                 continue
             try:
                 snapshot = await self._waiting_room.snapshot(hub)
             except StoreUnavailable:
-                self._store_ok = False
+                ok = False
                 continue
             for sub in list(self._subscribers[hub]):
                 sub.subscriber(snapshot)
+        return ok

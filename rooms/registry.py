@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from core.directory import Directory, User
@@ -441,6 +441,10 @@ class RoomRegistry:
 
     def __len__(self) -> int:
         return len(self._rooms)
+
+    def __iter__(self) -> Iterator[LiveRoom]:
+        """The rooms live on this process now (a copy: rooms may end while it is read)."""
+        return iter(list(self._rooms.values()))
 
     def get(self, room_id: RoomId) -> LiveRoom | None:
         return self._rooms.get(room_id)

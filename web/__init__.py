@@ -10,7 +10,7 @@ from aiohttp import web
 
 from core.settings import Settings
 
-from . import admin, audit, probe
+from . import admin, audit, metrics, probe
 from .pages import add_routes
 from .security import security_headers
 
@@ -29,3 +29,4 @@ def setup(app: web.Application, settings: Settings) -> None:
     admin.add_routes(app)
     audit.add_routes(app)
     probe.add_routes(app)
+    metrics.setup(app)

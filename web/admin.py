@@ -1,7 +1,8 @@
 """The administration pages: every hub's day at a glance, and one hub's service windows, edited
-live, with the day's figures and a plot of its queue.
+live, with the day's figures and a plot of its queue; and the server nodes with their load.
 
-Administrators edit; auditors see the same pages without the forms; nurses and doctors get 403.
+Administrators edit; auditors see the same pages without the forms (but not the nodes' page,
+which is for administrators only); nurses and doctors get 403.
 Every post carries a token bound to the session (:meth:`Accounts.form_token`) and is refused
 if the browser says it comes from another site.  A service that does not validate is shown back
 with its problems, and nothing is saved.
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp_jinja2
@@ -22,6 +24,7 @@ from multidict import MultiDictProxy
 from core.appkeys import DIRECTORY, SETTINGS
 from core.directory import Hub
 from core.domain import HubId, Role, TokenState
+from core.nodes import NODES
 from core.service import EVERY_DAY, Weekday, Window
 from core.service_text import InvalidService, parse_service, service_toml
 from core.store import StoreUnavailable
@@ -257,9 +260,39 @@ async def reset_service(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/admin/hub/{hub.id}?done=reset")
 
 
+@require(Role.ADMIN)
+async def admin_nodes(request: web.Request) -> web.StreamResponse:
+    """The live server nodes and their load, as their last heartbeats reported it."""
+    registry = request.app[NODES]
+    nodes = []
+    unavailable = False
+    try:
+        nodes = await registry.live_nodes()
+    except StoreUnavailable:
+        unavailable = True
+    now = time.time()
+    rows = [
+        {
+            "node": node,
+            "this": node.id == registry.id,
+            "started": datetime.fromtimestamp(node.started_at, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "age": f"{node.heartbeat_age_s(now):.0f}",
+            "cpu": f"{node.cpu_percent:.0f}",
+            "lag_ms": f"{node.loop_lag_s * 1000:.0f}",
+        }
+        for node in nodes
+    ]
+    return aiohttp_jinja2.render_template(
+        "admin_nodes.html",
+        request,
+        context(request, request[USER], rows=rows, unavailable=unavailable),
+    )
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/admin", admin_index)
+    r.add_get("/admin/nodes", admin_nodes)
     r.add_get(f"/admin/hub/{HUB_ID}", admin_hub)
     r.add_post(f"/admin/hub/{HUB_ID}/service", save_service)
     r.add_post(f"/admin/hub/{HUB_ID}/service/reset", reset_service)

@@ -275,6 +275,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "You are not part of this consultation.",
         "hi": "आप इस परामर्श का हिस्सा नहीं हैं।",
     },
+    "error.node_draining": {
+        "en": "This server is restarting; reconnecting to continue the consultation…",
+        "hi": "यह सर्वर फिर से शुरू हो रहा है; परामर्श जारी रखने के लिए फिर से जुड़ रहे हैं…",
+    },
     "error.room_not_found": {"en": "No such consultation.", "hi": "ऐसा कोई परामर्श नहीं है।"},
     "home.title": {"en": "Overview", "hi": "सारांश"},
     "home.hubs": {"en": "Hubs and today's queues", "hi": "अस्पताल और आज की कतारें"},
@@ -671,6 +675,39 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "replay.verify_failed": {
         "en": "Could not verify ({reason})",
         "hi": "जाँच नहीं हो सकी ({reason})",
+    },
+    # nodes and metrics
+    "admin.nodes": {"en": "Server nodes", "hi": "सर्वर नोड"},
+    "admin.nodes.link": {
+        "en": "Server nodes and their load",
+        "hi": "सर्वर नोड और उन पर भार",
+    },
+    "admin.nodes.intro": {
+        "en": "Every Setu server process whose heartbeat the store has had in the last 15 "
+        "seconds, with its load at that heartbeat.",
+        "hi": "हर सेतु सर्वर प्रक्रिया जिसकी धड़कन पिछले 15 सेकंड में स्टोर तक पहुँची, उस समय के भार के साथ।",
+    },
+    "admin.nodes.none": {
+        "en": "No server node has reported recently.",
+        "hi": "हाल में किसी सर्वर नोड ने सूचना नहीं दी।",
+    },
+    "admin.nodes.node": {"en": "Node", "hi": "नोड"},
+    "admin.nodes.this": {"en": "this server", "hi": "यह सर्वर"},
+    "admin.nodes.address": {"en": "Web address", "hi": "वेब पता"},
+    "admin.nodes.media": {"en": "Media addresses", "hi": "मीडिया पते"},
+    "admin.nodes.version": {"en": "Version", "hi": "संस्करण"},
+    "admin.nodes.started": {"en": "Started", "hi": "शुरू हुआ"},
+    "admin.nodes.rooms": {"en": "Live rooms", "hi": "चालू परामर्श कक्ष"},
+    "admin.nodes.peers": {"en": "Media connections", "hi": "मीडिया कनेक्शन"},
+    "admin.nodes.cpu": {"en": "CPU", "hi": "सीपीयू"},
+    "admin.nodes.lag": {"en": "Event-loop delay", "hi": "इवेंट-लूप विलंब"},
+    "admin.nodes.heartbeat": {"en": "Last heartbeat", "hi": "अंतिम धड़कन"},
+    "admin.nodes.ms": {"en": "{n} ms", "hi": "{n} मि.से."},
+    "admin.nodes.seconds_ago": {"en": "{n} s ago", "hi": "{n} सेकंड पहले"},
+    "admin.nodes.metrics": {
+        "en": "Prometheus metrics of each node: /metrics, from the node's own machine or "
+        "signed in as an administrator.",
+        "hi": "हर नोड के Prometheus मेट्रिक्स: /metrics, उसी मशीन से या प्रशासक के रूप में साइन इन करके।",
     },
 }
 

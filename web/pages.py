@@ -15,7 +15,7 @@ from core.appkeys import DIRECTORY, SETTINGS
 from core.directory import User
 from core.domain import HubId, Role, TokenState
 from core.store import StoreUnavailable
-from rooms import WAITING_ROOM
+from rooms import ROOMS, WAITING_ROOM
 from signaling import ACCOUNTS, COOKIE_NAME, AuthError, Busy, LockedOut, current_user
 
 from . import i18n
@@ -227,7 +227,15 @@ async def me(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"ok": True, "node": request.app[SETTINGS].node_id})
+    """200 while the process takes new rooms; 503 while it drains, so that the load balancer
+    sends new connections elsewhere (its live rooms' sessions are still served)."""
+    node = request.app[SETTINGS].node_id
+    registry = request.app[ROOMS]
+    if registry.draining:
+        return web.json_response(
+            {"ok": False, "node": node, "draining": True, "rooms": len(registry)}, status=503
+        )
+    return web.json_response({"ok": True, "node": node})
 
 
 def add_routes(app: web.Application) -> None:

@@ -108,6 +108,7 @@ async function negotiate() {
   const reply = await signal.send("offer", { sdp: peer.localDescription.sdp });
   if (peer !== pc) return;
   await peer.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+  await applyStep();  // again once negotiated: some browsers refuse parameters before
 }
 
 // ------------------------------------------------------------------ link quality
@@ -362,7 +363,15 @@ signal.on("close", (detail) => {
   if (detail.code === 4009) finish({ reason: "replaced" });
   else if (!ended) showState("conn.reconnecting", "reconnecting");
 });
-signal.on("reconnect", () => { join().catch((e) => { status(errorText(e), "error"); if (e.code === "room_ended") finish(); }); });
+// A server that is restarting takes no new room: reconnect a little later, through the load
+// balancer to another server (or to this one once it is back), and join again.
+const DRAINING_RETRY_MS = 5000;
+function joinFailed(e) {
+  status(errorText(e), "error");
+  if (e.code === "room_ended" || e.code === "not_a_participant" || e.code === "room_not_found") finish();
+  else if (e.code === "node_draining") setTimeout(() => { if (!ended && signal.ws) signal.ws.close(); }, DRAINING_RETRY_MS);
+}
+signal.on("reconnect", () => { join().catch(joinFailed); });
 
 muteButton.addEventListener("click", () => {
   const track = local && local.getAudioTracks()[0];
@@ -400,6 +409,5 @@ try {
   document.body.dataset.seat = welcome.user.role === "nurse" ? "spoke" : "hub";
   await join();
 } catch (e) {
-  status(errorText(e), "error");
-  if (e.code === "room_ended" || e.code === "not_a_participant" || e.code === "room_not_found") finish();
+  joinFailed(e);
 }
