@@ -61,11 +61,20 @@ class LegView:
     down_loss: float | None
 
 
+#: Fewer packets than this in an interval say too little about loss to act on.
+MIN_PACKETS = 50
+
+
 @dataclasses.dataclass
 class _Counters:
     peer: object
     received: float
     lost: float
+    sent: float
+    lost_far: float
+    #: Nothing arrived in the last interval (an outage): the next interval's count of lost
+    #: packets includes the whole outage and says nothing of the link as it is now.
+    silent: bool = False
 
 
 class LinkMonitor:
@@ -153,19 +162,29 @@ class LinkMonitor:
             self._counters.pop(seat, None)
             return
         stats = await peer.stats()
-        inbound = [stats.get(f"inbound-rtp:{kind}", {}) for kind in ("audio", "video")]
+        kinds = ("audio", "video")
+        inbound = [stats.get(f"inbound-rtp:{kind}", {}) for kind in kinds]
+        outbound = [stats.get(f"outbound-rtp:{kind}", {}) for kind in kinds]
+        remote = [stats.get(f"remote-inbound-rtp:{kind}", {}) for kind in kinds]
         received = sum(s.get("packetsReceived", 0.0) for s in inbound)
         lost = sum(max(0.0, s.get("packetsLost", 0.0)) for s in inbound)
-        up_loss = None
+        # What the browser's receiver reports say it lost of what we sent it, cumulatively:
+        # one report's fraction covers a handful of packets of a slow stream.
+        sent = sum(s.get("packetsSent", 0.0) for s in outbound)
+        lost_far = sum(max(0.0, s.get("packetsLost", 0.0)) for s in remote)
+        up_loss = down_loss = None
+        silent = False
         last = self._counters.get(seat)
         if last is not None and last.peer is peer:
-            d_received, d_lost = received - last.received, lost - last.lost
-            if d_received + d_lost > 0:
-                up_loss = max(0.0, d_lost) / (d_received + max(0.0, d_lost))
-        self._counters[seat] = _Counters(peer, received, lost)
-        remote = [stats.get(f"remote-inbound-rtp:{kind}", {}) for kind in ("audio", "video")]
+            d_received, d_lost = received - last.received, max(0.0, lost - last.lost)
+            silent = d_received <= 0
+            if not last.silent and d_received + d_lost >= MIN_PACKETS:
+                up_loss = d_lost / (d_received + d_lost)
+            d_sent, d_lost_far = sent - last.sent, max(0.0, lost_far - last.lost_far)
+            if not last.silent and d_sent >= MIN_PACKETS:
+                down_loss = min(1.0, d_lost_far / d_sent)
+        self._counters[seat] = _Counters(peer, received, lost, sent, lost_far, silent)
         rtts = [s["roundTripTime"] * 1000 for s in remote if s.get("roundTripTime")]
-        fractions = [s["fractionLost"] / 256 for s in remote if "fractionLost" in s]
         jitter = inbound[0].get("jitter")
         rtt = max(rtts) if rtts else None
         self._server_up[seat] = LegSample(
@@ -173,7 +192,7 @@ class LinkMonitor:
             rtt_ms=rtt,
             jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
         )
-        self._server_down[seat] = LegSample(loss=max(fractions) if fractions else None, rtt_ms=rtt)
+        self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt)
 
     def _client(self, seat: Participant, now: float) -> ClientReport:
         at, report = self._reports.get(seat, (0.0, ClientReport()))

@@ -190,7 +190,9 @@ class LiveRoom:
         del self._listeners[seat]
         if self.state is not RoomState.ENDED:
             self.journal.note("left", seat=seat, by=self._username(seat))
-            self._tasks.spawn(self.media.disconnect(seat), name=f"disconnect {seat}")
+            # The media stays: on a weak link the websocket often drops (a missed pong) while
+            # the peer connection lives on, and the page comes back to the same seat.  A closed
+            # tab closes its peer connection itself; the grace timer ends the room either way.
             self._broadcast(RoomEvent("peer_state", seat=seat, state="absent"))
             self._start_grace(seat)
 

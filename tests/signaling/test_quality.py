@@ -43,11 +43,11 @@ async def test_steps_follow_the_links_and_the_nurse_switch(
     assert network["spoke"]["up"] in ("good", "fair", "poor", "bad", "unknown")
 
     # The nurse's page receives badly: the doctor's browser (which feeds it) steps down.
-    await nurse.send("link_report", in_loss=0.12, in_kbps=90)
+    await nurse.send("link_report", in_loss=0.2, in_kbps=90)
     down = await quality_for(doctor, "hub", reason="loss")
     assert down["step"] == 2
     assert down["video"] is True
-    assert down["max_bitrate_kbps"] == 150
+    assert down["max_bitrate_kbps"] == 100
     await quality_for(nurse, "hub", step=2)
     assert live.links.step(Participant.SPOKE).index == 1, "the other direction is untouched"
 
@@ -68,7 +68,7 @@ async def test_steps_follow_the_links_and_the_nurse_switch(
     assert switched["low_bandwidth"] is True
     assert switched["step"] == 3
     hub_step = await quality_for(doctor, "hub", step=3, low_bandwidth=True)
-    assert hub_step["max_fps"] == 5
+    assert hub_step["max_fps"] == 8
 
     # A pre-call measurement too slow for video: the nurse's browser sends audio only.
     await nurse.send("link_report", probe_kbps=50)

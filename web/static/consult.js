@@ -262,7 +262,10 @@ async function join() {
   const p = joined.token.patient;
   document.getElementById("patient").textContent =
     `${t("token.number")} ${joined.token.number} · ${p.name} · ${p.age} · ${t(`sex.${p.sex}`)} · ${p.complaint}`;
-  await negotiate();
+  // Back on the same seat after the websocket dropped: a peer connection that still carries
+  // media is kept (the server kept its end); only a broken one is made anew.
+  if (pc && pc.connectionState === "connected") await applyStep();
+  else await negotiate();
 }
 
 function finish(detail) {
