@@ -420,6 +420,25 @@ def setu_server(
     return ServerProcess("setu", argv, port, tmp / "setu.log", ready_path="/login"), pairs
 
 
+#: Headless Chromium as the benchmarks and browser tests run it: our own headless flag (the
+#: Debian wrapper's are not used), fake camera and microphone, no background traffic, real
+#: host candidates instead of mDNS names.
+CHROMIUM_ARGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+)
+
+
 # ------------------------------------------------------------------------------ signalling
 
 

@@ -76,6 +76,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from bench.common import (
     BENCH_PASSWORD,
+    CHROMIUM_ARGS,
     EXIT_TERMINATED,
     PATIENT,
     ROOT,
@@ -96,20 +97,6 @@ logger = logging.getLogger("bench.weaklink")
 
 #: Debian's Chromium binary (``/usr/bin/chromium`` is a shell wrapper adding flags of its own).
 CHROMIUM = "/usr/lib/chromium/chromium"
-CHROMIUM_ARGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-)
 #: How often the pages' sampler reads getStats().
 POLL_MS = 100
 #: Opus decodes at 48 kHz in Chrome's NetEq: totalSamplesReceived counts at this rate.

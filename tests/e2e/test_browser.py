@@ -33,6 +33,7 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
+from bench.common import CHROMIUM_ARGS as BENCH_CHROMIUM_ARGS
 from core.directory import DEMO_DIRECTORY
 from server import create_app
 from tests.helpers import DEMO_PASSWORD, DOCTOR, NURSE, PATIENT, make_settings
@@ -41,20 +42,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
 
 #: The Chromium to drive; ``SETU_CHROMIUM`` overrides Debian's.
 CHROMIUM = os.environ.get("SETU_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
+CHROMIUM_ARGS = list(BENCH_CHROMIUM_ARGS)
 #: Playwright's wait for any one step; the machine may be busy.
 STEP_MS = 20_000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from rooms.service_config import service_key
 from server import create_app
 from tests.conftest import RedisServer
 from tests.helpers import DEMO_PASSWORD, DOCTOR, NURSE, make_settings
+from tests.web.conftest import Login
 from web import i18n
 from web.plot import queue_plot
 
@@ -53,9 +53,6 @@ class Clock:
         return self.now
 
 
-Login = Callable[[str], Any]
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock(ist(8))
@@ -65,26 +62,6 @@ def clock() -> Clock:
 async def client(aiohttp_client: AiohttpClient, clock: Clock) -> TestClient[Any, Any]:
     """The demo directory: its hub serves around the clock until an edit says otherwise."""
     return await aiohttp_client(create_app(make_settings(None), clock=clock))  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-async def login(client: TestClient[Any, Any]) -> AsyncIterator[Login]:
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def sign_in(username: str) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        sessions.append(session)
-        resp = await session.post(
-            client.make_url("/login"),
-            data={"username": username, "password": DEMO_PASSWORD},
-            allow_redirects=False,
-        )
-        assert resp.status == 303
-        return session
-
-    yield sign_in
-    for session in sessions:
-        await session.close()
 
 
 def field(page: str, name: str, action: str = SAVE) -> str:

@@ -9,7 +9,6 @@ import fractions
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,11 @@ from audit import (
 )
 from core.directory import DEMO_DIRECTORY
 from server import create_app
-from tests.helpers import DEMO_PASSWORD, DOCTOR, NURSE, make_settings
+from tests.helpers import DOCTOR, NURSE, make_settings
+from tests.web.conftest import Login
 from web import i18n
 
 AiohttpClient = Any
-Login = Callable[[str], Any]
 IST = timedelta(hours=5, minutes=30)
 WEBM_MAGIC = b"\x1a\x45\xdf\xa3"
 
@@ -141,26 +140,6 @@ async def client(
     directory.write_text(DEMO_DIRECTORY.read_text(encoding="utf-8") + SECOND_HUB, encoding="utf-8")
     settings = make_settings(None, data_dir=data_dir, directory=directory)
     return await aiohttp_client(create_app(settings, clock=clock))  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-async def login(client: TestClient[Any, Any]) -> AsyncIterator[Login]:
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def sign_in(username: str) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        sessions.append(session)
-        resp = await session.post(
-            client.make_url("/login"),
-            data={"username": username, "password": DEMO_PASSWORD},
-            allow_redirects=False,
-        )
-        assert resp.status == 303
-        return session
-
-    yield sign_in
-    for session in sessions:
-        await session.close()
 
 
 # ---------------------------------------------------------------- the archive under test

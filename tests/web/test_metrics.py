@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -21,6 +20,7 @@ from server import create_app
 from tests.conftest import RedisServer
 from tests.helpers import DEMO_PASSWORD, DOCTOR, NURSE, PATIENT, ProtocolClient, make_settings
 from tests.signaling.test_consultation import join_with_media, register_and_call
+from tests.web.conftest import Login
 from web import i18n
 from web.metrics import CONTENT_TYPE, may_read
 
@@ -128,29 +128,6 @@ def test_the_reader_reads_escapes_and_refuses_junk() -> None:
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient) -> TestClient[Any, Any]:
     return await aiohttp_client(create_app(make_settings(None)))  # type: ignore[no-any-return]
-
-
-Login = Callable[[str], Any]
-
-
-@pytest.fixture
-async def login(client: TestClient[Any, Any]) -> AsyncIterator[Login]:
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def sign_in(username: str) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        sessions.append(session)
-        resp = await session.post(
-            client.make_url("/login"),
-            data={"username": username, "password": DEMO_PASSWORD},
-            allow_redirects=False,
-        )
-        assert resp.status == 303
-        return session
-
-    yield sign_in
-    for session in sessions:
-        await session.close()
 
 
 async def scrape(client: TestClient[Any, Any]) -> dict[str, Family]:
