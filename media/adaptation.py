@@ -31,14 +31,21 @@ class Step:
     max_fps: int
     video: bool
     label: str
+    #: Cap on the Opus encoder: lower only where the link cannot carry more.
+    audio_kbps: int = 32
+
+    @property
+    def wire_kbps(self) -> float:
+        """What the step costs on the wire: video at its cap, audio with its packet overhead."""
+        return self.max_bitrate_kbps + self.audio_kbps + AUDIO_OVERHEAD_KBPS
 
 
 LADDER: tuple[Step, ...] = (
     Step(0, 500, 1.0, 15, True, "640x360 15 fps"),
     Step(1, 250, 4 / 3, 15, True, "480x270 15 fps"),
     Step(2, 100, 2.0, 10, True, "320x180 10 fps"),
-    Step(3, 60, 2.0, 8, True, "320x180 8 fps"),
-    Step(4, 0, 2.0, 5, False, "audio only"),
+    Step(3, 60, 2.0, 8, True, "320x180 8 fps", audio_kbps=24),
+    Step(4, 0, 2.0, 5, False, "audio only", audio_kbps=20),
 )
 AUDIO_ONLY = LADDER[-1].index
 #: Where a call starts without a measurement of the link, and the nurse's low-bandwidth floor.
@@ -47,6 +54,8 @@ LOW_BANDWIDTH_STEP = 3
 #: What audio needs on the wire: Opus capped at 32 kbit/s plus RTP/UDP/IP/SRTP overhead at 50
 #: packets a second (measured: 60 to 64 kbit/s from Chromium).
 AUDIO_KBPS = 60.0
+#: The headers of 50 audio packets a second (IP, UDP, RTP with extensions, SRTP tag).
+AUDIO_OVERHEAD_KBPS = 24.0
 
 #: Loss (smoothed over reports) from which the sender steps down.
 LOSS_DOWN = 0.10
@@ -63,8 +72,9 @@ QUEUE_OK_MS = 120.0
 #: Healthy this long before trying the next rung up.
 UP_HOLD_S = 8.0
 MAX_BACKOFF_S = 64.0
-#: Never two steps down within this long: the effect of the last one needs time to show.
-DOWN_SPACING_S = 2.0
+#: Never two steps down within this long: the effect of the last one needs time to show (the
+#: bottleneck's queue drains, and the next report must cover the new rate only).
+DOWN_SPACING_S = 4.0
 #: A pre-call measurement fits a rung when it covers its bitrate plus audio with this margin.
 DOWN_MARGIN = 0.85
 
@@ -125,7 +135,7 @@ def worst(*samples: LegSample) -> LegSample:
 def step_for_bandwidth(kbps: float) -> int:
     """The highest rung whose video fits in ``kbps`` beside audio (a pre-call measurement)."""
     for step in LADDER:
-        if not step.video or step.max_bitrate_kbps + AUDIO_KBPS <= kbps * DOWN_MARGIN:
+        if not step.video or step.wire_kbps <= kbps * DOWN_MARGIN:
             return step.index
     return AUDIO_ONLY
 
@@ -199,10 +209,10 @@ class Adapter:
         index = self.step.index
 
         if index < AUDIO_ONLY and now - self._last_down >= DOWN_SPACING_S:
-            if raw >= LOSS_SEVERE:
-                return self._move(min(index + 2, AUDIO_ONLY), "loss", now)
-            if loss >= LOSS_DOWN:
-                return self._move(index + 1, "loss", now)
+            if raw >= LOSS_SEVERE or loss >= LOSS_DOWN:
+                # Congestion loss says what the link carries: what was sent, less what was
+                # lost.  Go straight to the step that fits, at least one down.
+                return self._move(self._fitting(self.step.wire_kbps * (1 - raw)), "loss", now)
             if queue >= QUEUE_DOWN_MS:
                 return self._move(index + 1, "delay", now)
 
@@ -219,3 +229,9 @@ class Adapter:
         if now - self._last_down < self._backoff:
             return None
         return self._move(index - 1, "recovered", now)
+
+    def _fitting(self, carried_kbps: float) -> int:
+        for step in LADDER[self.step.index + 1 :]:
+            if not step.video or step.wire_kbps <= carried_kbps * DOWN_MARGIN:
+                return step.index
+        return AUDIO_ONLY

@@ -416,6 +416,8 @@ class Quality(_Out):
     max_bitrate_kbps: int
     scale_down: float
     max_fps: int
+    #: ``encodings[0].maxBitrate`` of the audio sender, in kbit/s.
+    audio_kbps: int
     reason: str
     low_bandwidth: bool
 

@@ -438,6 +438,7 @@ class Session:
             max_bitrate_kbps=step.max_bitrate_kbps,
             scale_down=step.scale_down,
             max_fps=step.max_fps,
+            audio_kbps=step.audio_kbps,
             reason=reason,
             low_bandwidth=room.links.low_bandwidth,
         )

@@ -34,17 +34,32 @@ def test_ladder_goes_from_full_video_to_audio_only() -> None:
     assert rates == sorted(rates, reverse=True)
 
 
-def test_loss_steps_down_at_once_and_severe_loss_two_steps() -> None:
+def test_loss_steps_down_to_what_the_link_carried() -> None:
     a = Adapter(now=0.0)
     change = a.update(LegSample(loss=0.12, rtt_ms=150), 2.0)
     assert change is not None
     assert change.step.index == START_STEP + 1
     assert change.reason == "loss"
-    # Not again within the spacing: the last step needs time to show.
-    assert a.update(LegSample(loss=0.12, rtt_ms=150), 3.0) is None
-    severe = a.update(LegSample(loss=0.30, rtt_ms=150), 4.5)
-    assert severe is not None
-    assert severe.step.index == AUDIO_ONLY
+    # Not again within the spacing: the queue drains and the next report must show the new rate.
+    assert a.update(LegSample(loss=0.12, rtt_ms=150), 4.0) is None
+    # Losing 15 % of step 2: what got through fits step 3, with its smaller audio.
+    lower = a.update(LegSample(loss=0.15, rtt_ms=150), 6.5)
+    assert lower is not None
+    assert lower.step.index == 3
+
+
+def test_a_poor_link_keeps_video_and_an_edge_link_keeps_audio() -> None:
+    """Step 1 (about 310 kbit/s on the wire) onto a 150 kbit/s and a 60 kbit/s link."""
+    poor = Adapter(now=0.0)
+    change = poor.update(LegSample(loss=1 - 150 / LADDER[1].wire_kbps, rtt_ms=300), 2.0)
+    assert change is not None
+    assert change.step.video
+    assert change.step.wire_kbps <= 150
+    edge = Adapter(now=0.0)
+    change = edge.update(LegSample(loss=1 - 60 / LADDER[1].wire_kbps, rtt_ms=400), 2.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY, "video pauses at the first report"
+    assert change.step.wire_kbps <= 60
 
 
 def test_a_building_queue_steps_down() -> None:

@@ -17,6 +17,7 @@ let pc = null;      // the current RTCPeerConnection
 let iceServers = [];
 let ended = false;
 let videoSender = null;  // the RTCRtpSender of our camera in the current peer connection
+let audioSender = null;  // ... and of our microphone
 let ownStep = null;      // the last `quality` for our seat: what we must send
 let peerName = "";
 // Exposed for diagnostics and tests, read-only: the live peer connection, the last `quality`
@@ -77,10 +78,12 @@ async function negotiate() {
   const remote = new MediaStream();
   remoteVideo.srcObject = remote;
   videoSender = null;
+  audioSender = null;
   for (const track of local.getTracks()) {
     const transceiver = peer.addTransceiver(track, { direction: "sendrecv", streams: [local] });
     preferCodecs(transceiver, track.kind);
     if (track.kind === "video") videoSender = transceiver.sender;
+    else audioSender = transceiver.sender;
   }
   await applyStep();
   peer.addEventListener("track", (event) => remote.addTrack(event.track));
@@ -137,6 +140,13 @@ async function applyStep() {
   }
   try {
     await videoSender.setParameters(params);
+    if (audioSender) {
+      // On the weakest links audio gives up a little too, so that it fits with its headers.
+      const audio = audioSender.getParameters();
+      if (!audio.encodings || !audio.encodings.length) audio.encodings = [{}];
+      audio.encodings[0].maxBitrate = ownStep.audio_kbps * 1000;
+      await audioSender.setParameters(audio);
+    }
   } catch (err) {
     console.info("setParameters refused", err);  // the next step or negotiation retries
   }
