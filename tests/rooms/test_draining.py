@@ -12,10 +12,7 @@ peers in place of the browsers.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,6 @@ from rooms import ROOMS
 from rooms.waiting_room import prefix
 from server import create_app
 from tests.helpers import (
-    DEMO_PASSWORD,
     DOCTOR,
     NURSE,
     OTHER_DOCTOR,
@@ -38,7 +34,6 @@ from tests.helpers import (
 )
 from tests.rooms.test_durability import (
     HUB,
-    ROOT,
     SetuProcess,
     error_for,
     eventually,
@@ -52,31 +47,9 @@ class DrainingNode(SetuProcess):
     """A :class:`SetuProcess` with a given ``--drain-timeout`` (``None``: the default)."""
 
     def __init__(self, redis_url: str, workdir: Path, drain_timeout_s: float | None) -> None:
-        super().__init__(redis_url, workdir, node_id="node-draining")
+        extra = [] if drain_timeout_s is None else ["--drain-timeout", str(drain_timeout_s)]
+        super().__init__(redis_url, workdir, node_id="node-draining", extra_args=extra)
         self.drain_timeout_s = drain_timeout_s
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SETU_")}
-        argv = [
-            sys.executable,
-            "server.py",
-            "--port",
-            str(self.port),
-            "--redis-url",
-            self.redis_url,
-            "--demo-password",
-            DEMO_PASSWORD,
-            "--node-id",
-            self.node_id,
-            "--data-dir",
-            str(self.workdir / "data"),
-        ]
-        if self.drain_timeout_s is not None:
-            argv += ["--drain-timeout", str(self.drain_timeout_s)]
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
 
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,10 +92,18 @@ def patient(label: str) -> Patient:
 class SetuProcess:
     """``python server.py`` on a loopback port, on a given Redis; its log goes to a file."""
 
-    def __init__(self, redis_url: str, workdir: Path, node_id: str = "node-durable") -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        workdir: Path,
+        node_id: str = "node-durable",
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.redis_url = redis_url
         self.workdir = workdir
         self.node_id = node_id
+        #: Further flags of server.py (a short grace, a drain timeout).
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -122,6 +130,7 @@ class SetuProcess:
                 self.node_id,
                 "--data-dir",
                 str(self.workdir / "data"),
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=env,

@@ -8,9 +8,6 @@ test kills a real ``server.py`` in the middle of a consultation and restarts it.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,9 +29,8 @@ from rooms.waiting_room import (
     room_stale_after_s,
 )
 from server import create_app
-from tests.helpers import DEMO_PASSWORD, DOCTOR, NURSE, PATIENT, ProtocolClient, make_settings
+from tests.helpers import DOCTOR, NURSE, PATIENT, ProtocolClient, make_settings
 from tests.rooms.test_durability import (
-    ROOT,
     SetuProcess,
     error_for,
     join_with_media,
@@ -423,33 +419,8 @@ class ShortGraceProcess(SetuProcess):
     """``python server.py`` as in test_durability, with a short ``--room-grace``."""
 
     def __init__(self, redis_url: str, workdir: Path, grace_s: float) -> None:
-        super().__init__(redis_url, workdir, node_id="node-sweep")
-        self.grace_s = grace_s
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SETU_")}
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "server.py",
-                "--port",
-                str(self.port),
-                "--redis-url",
-                self.redis_url,
-                "--demo-password",
-                DEMO_PASSWORD,
-                "--node-id",
-                self.node_id,
-                "--data-dir",
-                str(self.workdir / "data"),
-                "--room-grace",
-                str(self.grace_s),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            redis_url, workdir, node_id="node-sweep", extra_args=["--room-grace", str(grace_s)]
         )
 
 
