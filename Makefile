@@ -25,8 +25,9 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# One worker per core (--workers auto) unless SETU_WORKERS or ARGS="--workers N" says otherwise.
 run: install
-	$(PY) server.py $(ARGS)
+	SETU_WORKERS="$${SETU_WORKERS:-auto}" $(PY) server.py $(ARGS)
 
 # Debian packages the tests use, installed only when missing.
 system-deps:

@@ -23,6 +23,7 @@ from aiohttp import web
 import audit
 import core.nodes
 import core.setup
+import core.workers
 import media
 import rooms
 import signaling
@@ -44,9 +45,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     media.install_passthrough()
     audit.setup(app, settings, clock)
     rooms.setup(app, settings, clock)
+    # After the rooms, whose load it reports; before signalling, which places rooms on nodes.
+    core.nodes.setup(app, settings, load=node_load)
     signaling.setup(app, settings)
     pages.setup(app, settings)
-    core.nodes.setup(app, settings, load=node_load)
     return app
 
 
@@ -138,10 +140,15 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         try:
             await runner.setup()
             site = web.TCPSite(
-                runner, settings.host, settings.port, ssl_context=_ssl_context(settings)
+                runner,
+                settings.host,
+                settings.port,
+                ssl_context=_ssl_context(settings),
+                reuse_port=settings.reuse_port,
             )
             await site.start()
             _announce(settings)
+            core.workers.tell_ready(settings)
             await stop.drain.wait()
             await _drain(app[rooms.ROOMS], settings.drain_timeout_s, stop.now)
         finally:
@@ -180,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if settings.workers > 1:
+        return core.workers.run_workers(settings, [sys.executable, __file__, *argv])
     try:
         app = create_app(settings)
     except DirectoryError as exc:

@@ -7,10 +7,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 
+from core.appkeys import STORE
+from core.nodes import node_key
 from core.settings import Settings
+from core.store import UNAVAILABLE, Redis
 
 from .archive import (
     ROOM_ID,
@@ -24,6 +28,7 @@ from .keys import AuditError, SigningKey, key_id_of, load_public_keys
 from .log import AuditEntry, AuditLog, AuditTrail, canonical_json, iso, parse_iso, read_log
 from .manifest import (
     read_manifest,
+    read_recording,
     seal_interrupted,
     sha256_file,
     write_json_atomic,
@@ -77,10 +82,13 @@ __all__ = [
 ]
 
 
-def seal_all(archive: Archive, key: SigningKey, log: AuditLog, *, node: str, now: datetime) -> int:
-    """Seal every recording a crash left without a manifest (blocking); returns how many."""
+def seal_all(
+    directories: list[Path], key: SigningKey, log: AuditLog, *, node: str, now: datetime
+) -> int:
+    """Seal the recordings in ``directories``, which a crash left without a manifest
+    (blocking); returns how many."""
     sealed = 0
-    for directory in archive.unsealed():
+    for directory in directories:
         try:
             seal_interrupted(directory, key, log, node=node, now=now)
         except (OSError, KeyError, ValueError) as exc:
@@ -88,6 +96,24 @@ def seal_all(archive: Archive, key: SigningKey, log: AuditLog, *, node: str, now
         else:
             sealed += 1
     return sealed
+
+
+async def _leftovers(archive: Archive, store: Redis, node: str) -> list[Path]:
+    """The unsealed recordings whose node is gone: this node's before a restart, or those of a
+    node that died.  Another live node's recordings are running, not left over.  When the store
+    cannot tell, a recording of another node is left for the node that reopens its room."""
+    leftovers = []
+    for directory in await asyncio.to_thread(archive.unsealed):
+        marker = await asyncio.to_thread(read_recording, directory)
+        holder = str(marker.get("node") or "") if marker else ""
+        if holder and holder != node:
+            try:
+                if await store.exists(node_key(holder)):
+                    continue
+            except UNAVAILABLE:
+                continue
+        leftovers.append(directory)
+    return leftovers
 
 
 async def signing_key_pem(request: web.Request) -> web.Response:
@@ -109,8 +135,9 @@ def setup(app: web.Application, settings: Settings, clock: Callable[[], datetime
         trail = AuditTrail(log)
         keeper = RetentionKeeper(archive, trail, settings.retention_days, clock)
         try:
+            leftovers = await _leftovers(archive, app[STORE], settings.node_id)
             sealed = await asyncio.to_thread(
-                seal_all, archive, key, log, node=settings.node_id, now=clock()
+                seal_all, leftovers, key, log, node=settings.node_id, now=clock()
             )
             if sealed:
                 logger.warning("sealed %d interrupted recordings", sealed)

@@ -36,9 +36,11 @@ from .tasks import TaskOwner
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
-#: Three heartbeats: one missed beat (a slow store, a busy loop) does not drop a node.
-NODE_TTL_S = 15.0
+#: A node's heartbeat.  Frequent, because a dead node's rooms move only once its record has
+#: expired: the clients of a room on a killed node must be back in it within ten seconds.
+HEARTBEAT_S = 1.0
+#: Three heartbeats and a half: one missed beat (a slow store, a busy loop) does not drop a node.
+NODE_TTL_S = 3.5
 #: How often the lag sampler wakes; its lag is how much later than asked it wakes.
 LAG_PERIOD_S = 0.25
 #: Ids in the index whose last beat is this much older than the pruner's clock are dropped.
@@ -54,6 +56,15 @@ PREFIX = "nodes:{setu}:"
 INDEX = PREFIX + "all"
 
 
+#: HINCRBY on a record that exists only: a missing one must not come back without its expiry.
+_COUNT_PLACED = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hincrby', KEYS[1], 'rooms', 1)
+end
+return 0
+"""
+
+
 def node_key(node_id: str) -> str:
     return PREFIX + "node:" + node_id
 
@@ -65,6 +76,8 @@ class NodeLoad:
     rooms: int = 0
     #: Peer connections whose media is up.
     peers: int = 0
+    #: Draining for a restart: it keeps its live rooms but is given no new one.
+    draining: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +98,7 @@ class Node:
     cpu_percent: float
     #: The worst event-loop lag over the last heartbeat interval.
     loop_lag_s: float
+    draining: bool = False
 
     def heartbeat_age_s(self, now: float) -> float:
         return max(0.0, now - self.heartbeat_at)
@@ -106,6 +120,7 @@ class Node:
             "peers": str(self.peers),
             "cpu_percent": f"{self.cpu_percent:.1f}",
             "loop_lag_s": f"{self.loop_lag_s:.4f}",
+            "draining": "1" if self.draining else "0",
         }
 
     @classmethod
@@ -124,6 +139,7 @@ class Node:
                 peers=int(raw["peers"]),
                 cpu_percent=float(raw["cpu_percent"]),
                 loop_lag_s=float(raw["loop_lag_s"]),
+                draining=raw.get("draining") == "1",
             )
         except (KeyError, ValueError):
             logger.debug("ignoring a node record that is not one: %r", raw)
@@ -268,6 +284,7 @@ class NodeRegistry:
             peers=load.peers,
             cpu_percent=self.cpu.percent,
             loop_lag_s=self.lag.max,
+            draining=load.draining,
         )
 
     async def beat(self) -> None:
@@ -302,8 +319,26 @@ class NodeRegistry:
         return sorted((n for n in nodes if n is not None), key=lambda n: n.id)
 
     async def least_loaded(self) -> Node | None:
-        """The live node with the fewest rooms (then peers, CPU, lag), ``None`` if none is."""
-        return min(await self.live_nodes(), key=Node.load_order, default=None)
+        """The live node with the fewest rooms (then peers, CPU, lag) that takes new rooms,
+        ``None`` if none does."""
+        live = [n for n in await self.live_nodes() if not n.draining]
+        return min(live, key=Node.load_order, default=None)
+
+    async def is_live(self, node_id: str) -> bool:
+        """Whether ``node_id``'s record has not expired; raises :class:`StoreUnavailable`."""
+        try:
+            return bool(await self._store.exists(node_key(node_id)))
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def count_placed(self, node_id: str) -> None:
+        """Count a room just placed on ``node_id`` in its record until its next heartbeat
+        (which counts it itself once it is live), so that rooms placed one after the other
+        between two heartbeats spread over the nodes.  A record that has expired is left so."""
+        try:
+            await self._store.eval(_COUNT_PLACED, 1, node_key(node_id))
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def _heartbeat(self) -> None:
         while True:

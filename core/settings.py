@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,15 @@ class Settings:
     retention_days: int = 0
     node_id: str = field(default_factory=lambda: "node-" + secrets.token_hex(3))
     log_level: str = "INFO"
+    #: Server processes (nodes) to run on this machine, sharing the HTTP port; more than one
+    #: starts a supervisor (:mod:`core.workers`).  ``--workers auto`` is one per usable core.
+    workers: int = 1
+    #: Listen with ``SO_REUSEPORT``, so that other processes of the same user may listen on the
+    #: same port and the kernel spreads new connections among them.  Each worker sets it.
+    reuse_port: bool = False
+    #: A worker's pipe to its supervisor, written to once the worker listens (set by
+    #: :mod:`core.workers`, not by users).
+    ready_fd: int | None = None
 
     @property
     def embedded_store(self) -> bool:
@@ -105,6 +115,9 @@ TURN_TTL_MIN_S = 300
 TURN_TTL_MAX_S = 86_400
 #: A shorter secret could be guessed offline from any one credential a signed-in user receives.
 TURN_SECRET_MIN_CHARS = 16
+
+#: More server processes than this on one machine is a typing error, not a plan.
+MAX_WORKERS = 256
 
 #: RFC 7065 TURN URIs: ``turn:`` or ``turns:``, a host name, an IPv4 address or a bracketed IPv6
 #: address, an optional port and an optional transport.
@@ -211,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete recordings this many days after the consultation (default 0: keep)",
     )
     add("--node-id", help="this server process's id (default random)")
+    add(
+        "--workers",
+        metavar="N",
+        help="server processes on this machine, sharing the port: a number, or auto for one "
+        "per core (default 1); each is a node with id <node-id>-<k>",
+    )
+    add(
+        "--reuse-port",
+        choices=["on", "off"],
+        help="listen with SO_REUSEPORT, so that several processes share the port (default off; "
+        "each worker of --workers has it on)",
+    )
+    # Given by the --workers supervisor to each worker; nothing a user sets.
+    add("--ready-fd", type=int, help=argparse.SUPPRESS)
     add("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -261,7 +288,9 @@ def _make(values: dict[str, object]) -> Settings:
             )
         except (json.JSONDecodeError, ValidationError) as exc:
             raise SettingsError(f"--ice-servers is not a valid list of ICE servers: {exc}") from exc
-    for switch in ("recording", "link_tuning"):
+    if "workers" in kwargs:
+        kwargs["workers"] = parse_workers(str(kwargs["workers"]))
+    for switch in ("recording", "link_tuning", "reuse_port"):
         if switch in kwargs:
             kwargs[switch] = kwargs[switch] == "on"
     if "allowed_origins" in kwargs:
@@ -280,6 +309,8 @@ def _make(values: dict[str, object]) -> Settings:
         raise SettingsError("--drain-timeout must be a number of seconds, 0 or more")
     if settings.retention_days < 0:
         raise SettingsError("--retention-days must not be negative")
+    if settings.ready_fd is not None and settings.ready_fd < 0:
+        raise SettingsError("--ready-fd must be a file descriptor")
     if settings.redis_url is not None:
         try:
             parse_store_url(settings.redis_url)
@@ -287,6 +318,27 @@ def _make(values: dict[str, object]) -> Settings:
             # Not the URL itself: it may carry the store's password.
             raise SettingsError(f"--redis-url: {exc}") from None
     return settings
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(raw: str) -> int:
+    """``--workers``: a whole number from 1 to :data:`MAX_WORKERS`, or ``auto`` (one per core,
+    :func:`usable_cpus`)."""
+    text = raw.strip()
+    if text.lower() == "auto":
+        return usable_cpus()
+    if not re.fullmatch(r"[0-9]+", text) or not 1 <= int(text) <= MAX_WORKERS:
+        raise SettingsError(
+            f"--workers (SETU_WORKERS) {raw!r}: give a number of processes from 1 to "
+            f"{MAX_WORKERS}, or auto (one per core)"
+        )
+    return int(text)
 
 
 def _check_turn(settings: Settings, *, ttl_given: bool) -> None:

@@ -62,6 +62,16 @@ class NodeDraining(RoomError):
     code = "node_draining"
 
 
+class RoomElsewhere(RoomError):
+    """The room is placed on another node: only that node may make it live."""
+
+    code = "room_moved"
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"this consultation is held by node {node}")
+        self.node = node
+
+
 class IllegalTransition(RoomError):
     code = "illegal_transition"
 
@@ -485,13 +495,16 @@ class RoomRegistry:
                 raise RoomNotFound("no such consultation")
             if record["state"] == RoomState.ENDED:
                 raise RoomClosed("this consultation has ended")
+            placed = record.get("node", "")
+            if placed and placed != self._settings.node_id:
+                raise RoomElsewhere(placed)
             _seat_in(record, user)
             token = await self._waiting_room.token(hub, TokenId(record["token"]))
             if token is None:
                 raise RoomNotFound("this consultation's token is missing")
-            # A room that is open in the store but not live here lost its process: pick up
-            # what its earlier life recorded.  (Until rooms are placed on nodes, the process
-            # that opens a room is the only one that holds it.)
+            # A room that is placed here and open in the store but not live here lost its
+            # process (this node restarted, or the room was moved here from a node that died):
+            # pick up what its earlier life recorded.
             previous = await asyncio.to_thread(
                 load_previous, self._archiving, rid, self._waiting_room.now()
             )

@@ -250,6 +250,7 @@ class WaitingRoom:
                 "issue",
                 "call_next",
                 "activate_room",
+                "move_room",
                 "end_room",
                 "touch_room",
                 "cancel",
@@ -370,6 +371,18 @@ class WaitingRoom:
         token = _token_from_script(result[2])
         logger.info("token %s called by %s into room %s", token.id, doctor, room_id)
         return token
+
+    async def move_room(self, hub: HubId, room_id: RoomId, seen: str, to: str) -> str | None:
+        """Place an open room on node ``to`` if it is still on node ``seen``; the room's node
+        after the call (``to``, or whichever node another caller moved it to first), ``ended``
+        for a room that has ended, ``None`` for one that does not exist."""
+        result = await self._run("move_room", [room_key(hub, room_id)], [seen, to])
+        if result is None:
+            return None
+        if result != to:
+            return str(result)
+        logger.info("room %s placed again: node %s -> %s", room_id, seen or "(none)", to)
+        return to
 
     async def activate_room(self, hub: HubId, room_id: RoomId) -> str:
         p = prefix(hub)

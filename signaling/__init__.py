@@ -11,22 +11,32 @@ from aiohttp import web
 
 from core.appkeys import DIRECTORY, SETTINGS, STORE
 from core.directory import User
+from core.nodes import NODES
 from core.settings import Settings
+from core.tasks import TaskOwner
 from rooms import HUB_FEED, ROOMS, WAITING_ROOM
 
 from .auth import COOKIE_NAME, Accounts, AuthError, Busy, LockedOut, NewPassword
+from .bus import LinkTransport, NodeBus
 from .messages import MAX_FRAME_BYTES
-from .session import Session
+from .routing import Router
+from .session import CLOSE_RECONNECT, Session
+from .transport import WebSocketTransport
 
 logger = logging.getLogger(__name__)
 credentials_logger = logging.getLogger("setu.credentials")
 
 ACCOUNTS = web.AppKey("accounts", Accounts)
 SESSIONS: web.AppKey[set[Session]] = web.AppKey("sessions")
+BUS = web.AppKey("bus", NodeBus)
+ROUTER = web.AppKey("router", Router)
 
 __all__ = [
     "ACCOUNTS",
+    "BUS",
+    "CLOSE_RECONNECT",
     "COOKIE_NAME",
+    "ROUTER",
     "SESSIONS",
     "Accounts",
     "AuthError",
@@ -71,22 +81,50 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         heartbeat=settings.heartbeat_s, max_msg_size=MAX_FRAME_BYTES, autoping=True
     )
     await ws.prepare(request)
-    session = Session(
-        ws,
-        user,
-        settings,
-        app[DIRECTORY],
-        app[WAITING_ROOM],
-        app[HUB_FEED],
-        app[ROOMS],
-        remote=request.remote,
-    )
+    session = _session(app, WebSocketTransport(ws, user.username), user, request.remote)
     app[SESSIONS].add(session)
     try:
         await session.run()
     finally:
         app[SESSIONS].discard(session)
     return ws
+
+
+def _session(
+    app: web.Application,
+    transport: WebSocketTransport | LinkTransport,
+    user: User,
+    remote: str | None,
+) -> Session:
+    return Session(
+        transport,
+        user,
+        app[SETTINGS],
+        app[DIRECTORY],
+        app[WAITING_ROOM],
+        app[HUB_FEED],
+        app[ROOMS],
+        remote=remote,
+        router=app[ROUTER],
+        bus=app[BUS],
+    )
+
+
+async def _linked(app: web.Application, transport: LinkTransport) -> None:
+    """Seat a client whose websocket is on another node, for as long as the link lasts."""
+    user = app[DIRECTORY].user(transport.user_id)
+    if user is None:
+        logger.warning(
+            "link %s from %s: unknown user %r", transport.id, transport.edge, transport.user_id
+        )
+        await transport.close(CLOSE_RECONNECT, b"unknown user")
+        return
+    session = _session(app, transport, user, transport.remote)
+    app[SESSIONS].add(session)
+    try:
+        await session.run()
+    finally:
+        app[SESSIONS].discard(session)
 
 
 def setup(app: web.Application, settings: Settings) -> None:
@@ -113,6 +151,21 @@ def setup(app: web.Application, settings: Settings) -> None:
         sessions: set[Session] = app[SESSIONS]
         await asyncio.gather(*(s.shutdown() for s in list(sessions)), return_exceptions=True)
 
+    async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+        links = TaskOwner("links")
+
+        def accept(transport: LinkTransport) -> None:
+            links.spawn(_linked(app, transport), f"link {transport.id}")
+
+        bus = NodeBus(app[STORE], settings.node_id, accept)
+        app[BUS] = bus
+        app[ROUTER] = Router(app[NODES], app[WAITING_ROOM], app[ROOMS])
+        await bus.start()
+        yield
+        await bus.close()
+        await links.close()
+
     app.cleanup_ctx.append(accounts_ctx)
+    app.cleanup_ctx.append(bus_ctx)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/ws", websocket, name="ws")

@@ -362,6 +362,8 @@ class Joined(_Out):
     ice_servers: list[IceServerOut]
     peer: PeerOut
     token: TokenOut
+    #: The server's peer connection for this seat is up: a page whose own one is too keeps it.
+    media: bool = False
 
 
 class Answer(_Out):

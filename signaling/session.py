@@ -1,18 +1,26 @@
-"""One websocket session: an actor with one reader, one writer and a bounded outbox.
+"""One client's session: an actor with one reader, one writer and a bounded outbox.
 
 The reader validates each message (:func:`parse_message`) and dispatches it; everything the
 session says goes through :meth:`Session.post`, which never blocks.  A client that lets its
 outbox fill is disconnected rather than allowed to slow down anyone else.
+
+The client is a browser's websocket, or (on the node that holds a room) a link from the node
+where that browser's websocket landed (:mod:`signaling.bus`).  A session on the websocket
+whose room is on another node forwards the room's messages over such a link and relays what
+comes back; when the link is lost (that node died, the room moves), it closes the websocket
+with :data:`CLOSE_RECONNECT`, and the page reconnects and joins again, as after a network
+change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode
 
 from core.directory import Directory, User
 from core.domain import EndReason, HubId, Participant, Role, SpokeId, TokenId
@@ -37,6 +45,9 @@ from rooms import (
 )
 
 from . import messages as m
+from .bus import CLOSE_NORMAL, Link, NodeBus
+from .routing import Router
+from .transport import Transport
 from .views import queue_for, token_out
 
 logger = logging.getLogger(__name__)
@@ -44,6 +55,32 @@ logger = logging.getLogger(__name__)
 #: Close codes of our own (4000-4999 are for applications).
 CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
+#: The consultation's server is gone or the room moved: reconnect and join again.
+CLOSE_RECONNECT = 4010
+
+#: Messages about the joined room: sent on to the room's node when it is another one.
+ROOM_MESSAGES = (
+    m.Offer,
+    m.Hangup,
+    m.RecordConsent,
+    m.ConfirmConsent,
+    m.WithdrawConsent,
+    m.LinkReport,
+    m.SetLowBandwidth,
+    m.GetIceServers,
+)
+#: Refusals of a forwarded join after which the edge finds the room's node again and retries.
+_RELOCATE = ("room_moved", "node_draining")
+_JOIN_ATTEMPTS = 3
+
+
+def _peek(text: str) -> dict[str, object]:
+    """The reply fields of a message the room's node encoded (it is ours: no validation)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 class Forbidden(Exception):
@@ -51,11 +88,11 @@ class Forbidden(Exception):
 
 
 class Session:
-    """A signed-in user's websocket."""
+    """A signed-in user's connection: a websocket, or a link from another node."""
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        transport: Transport,
         user: User,
         settings: Settings,
         directory: Directory,
@@ -63,41 +100,57 @@ class Session:
         feed: HubFeed,
         rooms: RoomRegistry,
         remote: str | None = None,
+        *,
+        router: Router | None = None,
+        bus: NodeBus | None = None,
     ) -> None:
         self.id = secrets.token_hex(3)
         #: The client's address, as the audit log records it.
         self.remote = remote
-        self.ws = ws
+        self.transport = transport
         self.user = user
         self._settings = settings
         self._directory = directory
         self._waiting_room = waiting_room
         self._feed = feed
         self._rooms = rooms
-        self._outbox: asyncio.Queue[m.ServerMessage | None] = asyncio.Queue(settings.outbox_size)
+        self._router = router
+        self._bus = bus
+        #: Messages, or text already encoded by the room's node, for the client.
+        self._outbox: asyncio.Queue[m.ServerMessage | str | None] = asyncio.Queue(
+            settings.outbox_size
+        )
         self._tasks = TaskOwner(f"session {self.id}")
         self._subscription: Subscription | None = None
         self._room: LiveRoom | None = None
         self._seat: Participant | None = None
+        #: The link to the room's node, when it is another node.
+        self._link: Link | None = None
+        self._link_join: tuple[m.Join, str, int] | None = None
         self._negotiating: asyncio.Lock = asyncio.Lock()
         self._writer_task: asyncio.Task[None] | None = None
         self.label = f"{self.id}({user.username})"
 
     # ------------------------------------------------------------------ the writer
 
-    def post(self, message: m.ServerMessage) -> None:
+    def post(self, message: m.ServerMessage | str) -> None:
         """Queue a message for the client; drops the client if it cannot keep up."""
         try:
             self._outbox.put_nowait(message)
         except asyncio.QueueFull:
             logger.warning("session %s: outbox full, disconnecting", self.label)
-            self._tasks.spawn(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"), "close")
+            self._close_soon(CLOSE_TOO_SLOW, b"too slow")
+
+    def _close_soon(self, code: int, message: bytes) -> None:
+        self._tasks.spawn(self.transport.close(code, message), "close")
 
     async def _writer(self) -> None:
         while (message := await self._outbox.get()) is not None:
             try:
-                await self.ws.send_str(m.encode(message))
-            except (ConnectionError, RuntimeError):
+                await self.transport.send(
+                    message if isinstance(message, str) else m.encode(message)
+                )
+            except ConnectionError:
                 return
 
     # ------------------------------------------------------------------ the reader
@@ -105,6 +158,9 @@ class Session:
     async def run(self) -> None:
         self._writer_task = self._tasks.spawn(self._writer(), name="writer")
         user = self.user
+        if self.transport.one_room:
+            await self._serve_link()
+            return
         self.post(
             m.Welcome(
                 user=m.UserOut(
@@ -120,13 +176,24 @@ class Session:
         )
         logger.info("session %s: open", self.label)
         try:
-            async for msg in self.ws:
-                if msg.type is WSMsgType.TEXT:
-                    await self._handle_text(msg.data)
-                elif msg.type is WSMsgType.BINARY:
+            async for frame in self.transport.frames():
+                if isinstance(frame, str):
+                    await self._handle_text(frame)
+                else:
                     self.post(m.Error(code="bad_message", message="binary frames are not used"))
-                elif msg.type is WSMsgType.ERROR:
-                    logger.info("session %s: socket error %s", self.label, self.ws.exception())
+        finally:
+            await self._cleanup()
+
+    async def _serve_link(self) -> None:
+        """A seat for a client whose websocket is on another node: the room's messages only,
+        and the session ends with the room (or when the other node closes the link)."""
+        logger.info("session %s: linked from another node", self.label)
+        try:
+            async for frame in self.transport.frames():
+                if isinstance(frame, str):
+                    await self._handle_text(frame)
+                if self._room is None:
+                    break
         finally:
             await self._cleanup()
 
@@ -137,7 +204,10 @@ class Session:
             self.post(m.Error(code=exc.code, message=exc.message, re=exc.request_id))
             return
         try:
-            await self._dispatch(message)
+            if self._link is not None and isinstance(message, ROOM_MESSAGES):
+                await self._link.forward(raw)
+                return
+            await self._dispatch(message, raw)
         except (WaitingRoomError, RoomError, Forbidden, NegotiationError, ConsentError) as exc:
             code = getattr(exc, "code", "negotiation_failed")
             self.post(m.Error(code=code, message=str(exc), re=message.id))
@@ -160,7 +230,7 @@ class Session:
                 )
             )
 
-    async def _dispatch(self, msg: m.ClientMessage) -> None:
+    async def _dispatch(self, msg: m.ClientMessage, raw: str) -> None:
         match msg:
             case m.Ping():
                 self.post(m.Pong(re=msg.id))
@@ -180,7 +250,7 @@ class Session:
             case m.RecallToken():
                 await self._recall(msg)
             case m.Join():
-                await self._join(msg)
+                await self._join(msg, raw)
             case m.Offer():
                 await self._offer(msg)
             case m.Hangup():
@@ -263,9 +333,8 @@ class Session:
         token_id = TokenId(msg.token_id) if msg.token_id else None
         if token_id is not None and not token_id.startswith(hub + "."):
             raise Forbidden("that token belongs to another hub")
-        token = await self._waiting_room.call_next(
-            hub, self.user.id, self._settings.node_id, token_id
-        )
+        node = self._settings.node_id if self._router is None else await self._router.place()
+        token = await self._waiting_room.call_next(hub, self.user.id, node, token_id)
         assert token.room is not None
         self.post(
             m.RoomOpened(room_id=token.room, token=token_out(token, self._directory), re=msg.id)
@@ -298,10 +367,15 @@ class Session:
 
     # ------------------------------------------------------------------ consultation
 
-    async def _join(self, msg: m.Join) -> None:
+    async def _join(self, msg: m.Join, raw: str) -> None:
         self._require(Role.NURSE, Role.DOCTOR)
-        if self._room is not None:
+        if self._room is not None or self._link is not None:
             raise Forbidden("this connection has already joined a consultation")
+        if self._router is not None and not self.transport.one_room:
+            node = await self._router.locate(msg.room_id)
+            if node != self._router.node_id:
+                await self._join_through(node, msg, raw, attempt=1)
+                return
         room, seat = await self._rooms.open(msg.room_id, self.user)
         token = await self._waiting_room.token(room.hub, room.token_id)
         other = self._directory.user(room.doctor if seat is Participant.SPOKE else room.nurse)
@@ -323,6 +397,7 @@ class Session:
                 ice_servers=self._ice_servers(),
                 peer=m.PeerOut(name=other.name, role=other.role.value, place=place),
                 token=token_out(token, self._directory),
+                media=room.peer_states()[seat] == "connected",
                 re=msg.id,
             )
         )
@@ -333,6 +408,76 @@ class Session:
             for s in Participant:
                 self.post(self._quality_view(room, s, "start"))
         logger.info("session %s: joined room %s as %s", self.label, room.id, seat)
+
+    # ------------------------------------------------------------------ a room on another node
+
+    async def _join_through(self, node: str, msg: m.Join, raw: str, attempt: int) -> None:
+        """Join a room held by ``node``: open a link to it and send the join on; the replies
+        come back through :meth:`_relayed`."""
+        assert self._bus is not None
+        link = self._bus.connect(node, self._relayed, self._link_closed)
+        self._link, self._link_join = link, (msg, raw, attempt)
+        logger.info(
+            "session %s: room %s is on node %s (link %s)", self.label, msg.room_id, node, link.id
+        )
+        try:
+            await link.open(self.user.id, self.remote)
+            await link.forward(raw)
+        except StoreUnavailable:
+            self._link = self._link_join = None
+            await link.close()
+            raise
+
+    def _relayed(self, text: str) -> None:
+        """A message from the room's node for the client."""
+        pending = self._link_join
+        if pending is not None:
+            join = pending[0]
+            reply = _peek(text)
+            if reply.get("re") == join.id and reply.get("type") == "joined":
+                self._link_join = None
+            elif reply.get("re") == join.id and reply.get("type") == "error":
+                self._link_join = None
+                if reply.get("code") in _RELOCATE and pending[2] < _JOIN_ATTEMPTS:
+                    self._tasks.spawn(self._join_again(pending, str(reply.get("code"))), "rejoin")
+                    return
+        self.post(text)
+
+    async def _join_again(self, pending: tuple[m.Join, str, int], why: str) -> None:
+        """The room's node refused the join (the room moved, or the node is draining): find the
+        room's node again and send the join there."""
+        msg, raw, attempt = pending
+        link = self._link
+        self._link = None
+        avoid = link.node if link is not None and why == "node_draining" else None
+        if link is not None:
+            await link.close()
+        try:
+            assert self._router is not None
+            node = await self._router.locate(msg.room_id, avoid=avoid)
+            if node == self._router.node_id:
+                await self._handle_text(raw)
+            else:
+                await self._join_through(node, msg, raw, attempt + 1)
+        except (WaitingRoomError, RoomError, StoreUnavailable) as exc:
+            code = getattr(exc, "code", "store_unavailable")
+            self.post(m.Error(code=code, message=str(exc), re=msg.id))
+
+    def _link_closed(self, link: Link, code: int) -> None:
+        if link is not self._link:
+            return
+        self._link = self._link_join = None
+        if code == CLOSE_NORMAL:
+            return  # the room ended, or the join was refused: the client has been told
+        if code == CLOSE_REPLACED:
+            self._close_soon(CLOSE_REPLACED, b"replaced")
+            return
+        logger.info(
+            "session %s: lost the room's node %s; asking the page to reconnect",
+            self.label,
+            link.node,
+        )
+        self._close_soon(CLOSE_RECONNECT, b"reconnect")
 
     async def _offer(self, msg: m.Offer) -> None:
         room, seat = self._room, self._seat
@@ -486,10 +631,12 @@ class Session:
         elif event.kind == "ended":
             self.post(m.RoomEnded(room_id=room.id, reason=event.reason or "ended"))
             self._room = self._seat = None
+            if self.transport.one_room:
+                self.transport.finish()
         elif event.kind == "replaced":
             self.post(m.Error(code="replaced", message="this consultation was opened elsewhere"))
             self._room = self._seat = None
-            self._tasks.spawn(self.ws.close(code=CLOSE_REPLACED, message=b"replaced"), "close")
+            self._close_soon(CLOSE_REPLACED, b"replaced")
 
     # ------------------------------------------------------------------ the end
 
@@ -500,7 +647,7 @@ class Session:
         writer = self._writer_task
         if writer is not None:
             await asyncio.wait({writer}, timeout=1.0)
-        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        await self.transport.close(WSCloseCode.GOING_AWAY, b"server shutdown")
 
     async def _cleanup(self) -> None:
         if self._subscription is not None:
@@ -508,7 +655,15 @@ class Session:
         if self._room is not None and self._seat is not None:
             self._room.detach(self._seat, self._room_event)
             self._room = None
+        if self._link is not None:
+            link, self._link = self._link, None
+            await link.close()
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(None)
+        if self.transport.one_room:
+            # What is queued (the room's end, say) goes out before the link ends.
+            if self._writer_task is not None:
+                await asyncio.wait({self._writer_task}, timeout=2.0)
+            await self.transport.close(CLOSE_NORMAL, b"")
         await self._tasks.close()
         logger.info("session %s: closed", self.label)

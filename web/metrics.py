@@ -110,8 +110,9 @@ def _connected_peers(rooms: Iterable[LiveRoom]) -> int:
 
 def node_load(app: web.Application) -> NodeLoad:
     """What this node carries, for its heartbeat (:func:`core.nodes.setup`)."""
-    rooms = live_rooms(app[ROOMS])
-    return NodeLoad(rooms=len(rooms), peers=_connected_peers(rooms))
+    registry = app[ROOMS]
+    rooms = live_rooms(registry)
+    return NodeLoad(rooms=len(rooms), peers=_connected_peers(rooms), draining=registry.draining)
 
 
 def _direction(receiver: Participant) -> str:

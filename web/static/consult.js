@@ -273,8 +273,9 @@ async function join() {
   document.getElementById("patient").textContent =
     `${t("token.number")} ${joined.token.number} · ${p.name} · ${p.age} · ${t(`sex.${p.sex}`)} · ${p.complaint}`;
   // Back on the same seat after the websocket dropped: a peer connection that still carries
-  // media is kept (the server kept its end); only a broken one is made anew.
-  if (pc && pc.connectionState === "connected") await applyStep();
+  // media is kept if the server kept its end; otherwise (a broken one, or a room that moved to
+  // another server when its own died) a new one is made.
+  if (pc && pc.connectionState === "connected" && joined.media) await applyStep();
   else await negotiate();
 }
 
@@ -379,10 +380,13 @@ signal.on("close", (detail) => {
 // A server that is restarting takes no new room: reconnect a little later, through the load
 // balancer to another server (or to this one once it is back), and join again.
 const DRAINING_RETRY_MS = 5000;
+const STORE_RETRY_MS = 2000;
 function joinFailed(e) {
   status(errorText(e), "error");
   if (e.code === "room_ended" || e.code === "not_a_participant" || e.code === "room_not_found") finish();
   else if (e.code === "node_draining") setTimeout(() => { if (!ended && signal.ws) signal.ws.close(); }, DRAINING_RETRY_MS);
+  // The queue service is briefly unreachable (a store failover): the media may still flow; try again.
+  else if (e.code === "store_unavailable") setTimeout(() => { if (!ended) join().catch(joinFailed); }, STORE_RETRY_MS);
 }
 signal.on("reconnect", () => { join().catch(joinFailed); });
 

@@ -57,8 +57,9 @@ export class Signal extends EventTarget {
         if (!welcomed) reject(new SignalError("disconnected", `closed (${event.code})`));
         this.dispatchEvent(new CustomEvent("close", { detail: { code: event.code, reason: event.reason } }));
         // 4008: the server dropped us for falling behind (a slow link): come back. 4009: another
-        // page holds our seat now: stay away. Other codes of ours mean the server said no.
-        if (this.reconnect && !this.closed && (event.code < 4000 || event.code === 4008)) {
+        // page holds our seat now: stay away. 4010: the consultation's server is gone or the
+        // room moved: come back and join again. Other codes of ours mean the server said no.
+        if (this.reconnect && !this.closed && (event.code < 4000 || event.code === 4008 || event.code === 4010)) {
           this.scheduleReconnect();
         }
       };
