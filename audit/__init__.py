@@ -98,7 +98,7 @@ def seal_all(
     return sealed
 
 
-async def _leftovers(archive: Archive, store: Redis, node: str) -> list[Path]:
+async def _leftovers(archive: Archive, store: Redis | None, node: str) -> list[Path]:
     """The unsealed recordings whose node is gone: this node's before a restart, or those of a
     node that died.  Another live node's recordings are running, not left over.  When the store
     cannot tell, a recording of another node is left for the node that reopens its room."""
@@ -106,7 +106,7 @@ async def _leftovers(archive: Archive, store: Redis, node: str) -> list[Path]:
     for directory in await asyncio.to_thread(archive.unsealed):
         marker = await asyncio.to_thread(read_recording, directory)
         holder = str(marker.get("node") or "") if marker else ""
-        if holder and holder != node:
+        if holder and holder != node and store is not None:
             try:
                 if await store.exists(node_key(holder)):
                     continue
@@ -135,7 +135,8 @@ def setup(app: web.Application, settings: Settings, clock: Callable[[], datetime
         trail = AuditTrail(log)
         keeper = RetentionKeeper(archive, trail, settings.retention_days, clock)
         try:
-            leftovers = await _leftovers(archive, app[STORE], settings.node_id)
+            # Without a store (the audit package on its own) no node can be asked: seal them all.
+            leftovers = await _leftovers(archive, app.get(STORE), settings.node_id)
             sealed = await asyncio.to_thread(
                 seal_all, leftovers, key, log, node=settings.node_id, now=clock()
             )

@@ -1,7 +1,7 @@
 """Media: the server end of each participant's peer connection and the encoded relay."""
 
 from .aiortc_glue import install as install_passthrough
-from .peer import NegotiationError, PeerState
+from .peer import NegotiationError, Peer, PeerState
 from .recorder import Gap, RecordedFile, Recorder
 from .room import MediaConsumer, MediaRoom
 
@@ -10,6 +10,7 @@ __all__ = [
     "MediaConsumer",
     "MediaRoom",
     "NegotiationError",
+    "Peer",
     "PeerState",
     "RecordedFile",
     "Recorder",

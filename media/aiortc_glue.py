@@ -11,7 +11,10 @@ aiortc upgrade that moves them fails loudly:
   packet as ``_data``;
 * a receiver's ``_send_rtcp_pli`` to ask the source for a keyframe, and a sender's
   ``_send_keyframe`` to learn that the destination asked for one;
-* a sender's round-trip estimate, which sets how long video waits for a retransmission.
+* a sender's round-trip estimate, which sets how long video waits for a retransmission;
+* the loss fraction of a receiver's reports (``StreamStatistics.fraction_lost``), which Setu
+  raises to the loss on the far leg: a browser's Opus encoder adds in-band FEC for the loss its
+  receiver reports say, and in a relay the losses that matter happen after the server.
 """
 
 from __future__ import annotations
@@ -39,11 +42,18 @@ logger = logging.getLogger(__name__)
 #: aiortc 1.16 names this module relies on; the glue test checks each one.
 PRIVATE_NAMES = {
     "rtcrtpreceiver.decoder_worker": (_rtcrtpreceiver, "decoder_worker"),
+    "rtcrtpreceiver.StreamStatistics.fraction_lost": (
+        _rtcrtpreceiver.StreamStatistics,
+        "fraction_lost",
+    ),
     "RTCRtpReceiver._send_rtcp_pli": (RTCRtpReceiver, "_send_rtcp_pli"),
     "RTCRtpSender._send_keyframe": (RTCRtpSender, "_send_keyframe"),
 }
 #: Instance attributes, checked by the glue test on fresh objects.
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_STREAMS_ATTR = "_RTCRtpReceiver__remote_streams"
+#: Set on a receiver's stream statistics: the fraction its reports say at least (0 to 255).
+_FLOOR_ATTR = "setu_loss_floor"
 _RTT_ATTR = "_RTCRtpSender__rtt"
 
 #: Frames handed from the receive thread to the event loop and not yet delivered.  The loop runs
@@ -167,12 +177,35 @@ def _unbatch(jitter_frame: JitterFrame) -> list[tuple[bytes, int]]:
 
 
 _stock_worker = _rtcrtpreceiver.decoder_worker
+_stock_fraction_lost = _rtcrtpreceiver.StreamStatistics.fraction_lost
+
+
+def _fraction_lost(stats: Any) -> int:
+    # The stock property also moves its interval counters on: call it exactly once per report.
+    own = int(_stock_fraction_lost.fget(stats))  # type: ignore[attr-defined]
+    return max(own, int(getattr(stats, _FLOOR_ATTR, 0)))
 
 
 def install() -> None:
-    """Route tapped tracks' frames around the decoder (idempotent; other tracks unchanged)."""
+    """Route tapped tracks' frames around the decoder, and let receivers report a loss floor
+    (idempotent; other tracks and receivers unchanged)."""
     if _rtcrtpreceiver.decoder_worker is not _worker:
         _rtcrtpreceiver.decoder_worker = _worker
+    stats_class = _rtcrtpreceiver.StreamStatistics
+    if stats_class.fraction_lost is _stock_fraction_lost:
+        stats_class.fraction_lost = property(_fraction_lost)  # type: ignore[method-assign,assignment]
+
+
+def report_loss_floor(receiver: RTCRtpReceiver, loss: float) -> None:
+    """Make ``receiver``'s reports to the sending browser say at least ``loss`` (0 to 1) lost.
+
+    The relay's receiver sees only the sender's uplink; the loss on the leg from the server to
+    the other browser is the one the sender's Opus FEC has to cover.  Applies to the streams
+    the receiver has seen so far: call it again as new ones appear (each sample does).
+    """
+    floor = max(0, min(255, round(loss * 256)))
+    for stats in getattr(receiver, _STREAMS_ATTR).values():
+        setattr(stats, _FLOOR_ATTR, floor)
 
 
 def tap_track(track: Any, tap: FrameTap) -> None:

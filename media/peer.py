@@ -161,6 +161,14 @@ class Peer:
         receiver = self.receivers.get(kind)
         return receiver is not None and bool(receiver.getSynchronizationSources())
 
+    def report_far_loss(self, loss: float) -> None:
+        """Tell the browser (in the receiver reports of its audio) that at least ``loss`` of
+        its packets are lost: what the leg beyond the server loses, so that its Opus encoder
+        adds as much in-band FEC as that leg needs."""
+        receiver = self.receivers.get("audio")
+        if receiver is not None and not self._closed:
+            aiortc_glue.report_loss_floor(receiver, loss)
+
     async def request_keyframe(self, kind: str) -> None:
         receiver = self.receivers.get(kind)
         if receiver is not None and not self._closed:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from core.domain import Participant
-from media import MediaRoom, PeerState
+from media import MediaRoom, Peer, PeerState
 from media.adaptation import (
     AUDIO_ONLY,
     LADDER,
@@ -142,6 +142,7 @@ class LinkMonitor:
             peer = self._media.peer(seat)
             if peer is None or peer.state is not PeerState.CONNECTED:
                 continue
+            self._far_loss(seat, peer, now)
             change = self.adapters[seat].update(self._path(seat, now), now)
             if change is not None:
                 logger.info(
@@ -193,6 +194,16 @@ class LinkMonitor:
             jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
         )
         self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt)
+
+    def _far_loss(self, sender: Participant, peer: Peer, now: float) -> None:
+        """The sender's audio crosses the other seat's downlink after the server: report that
+        leg's loss back to the sender, whose Opus FEC can then cover it."""
+        other = self._media.peer(sender.other)
+        if other is None or other.state is not PeerState.CONNECTED:
+            return
+        loss = self._downlink(sender.other, now).loss
+        if loss is not None:
+            peer.report_far_loss(loss)
 
     def _client(self, seat: Participant, now: float) -> ClientReport:
         at, report = self._reports.get(seat, (0.0, ClientReport()))

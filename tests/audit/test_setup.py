@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 import audit
 from audit import ARCHIVE, AUDIT_TRAIL, SIGNING_KEY, ArchiveQuery, SigningKey, read_log, verify
+from core.appkeys import STORE
+from core.nodes import node_key
 from core.settings import Settings
 
 from .conftest import T0, make_consultation, make_in_progress
@@ -80,3 +84,26 @@ async def test_start_runs_retention(data_dir: Path, aiohttp_client: ClientFactor
 
     assert not (directory / "spoke-1.webm").exists()
     assert verify(data_dir).ok
+
+
+async def test_start_leaves_the_recordings_of_live_nodes_alone(
+    data_dir: Path, aiohttp_client: ClientFactory
+) -> None:
+    """Nodes share the data directory: a recording that another live node is writing is not
+    a crash leftover; one of a node whose record has expired is."""
+    store = fakeredis.FakeAsyncRedis(decode_responses=True)
+    await store.hset(node_key("node-live"), mapping={"id": "node-live"})
+    running = make_in_progress(data_dir, "sihoriya.running1")
+    orphaned = make_in_progress(data_dir, "sihoriya.orphan1")
+    for directory, holder in ((running, "node-live"), (orphaned, "node-dead")):
+        marker = json.loads((directory / "recording.json").read_text())
+        (directory / "recording.json").write_text(json.dumps({**marker, "node": holder}))
+    app = _app(data_dir)
+    app[STORE] = store
+
+    client = await aiohttp_client(app)
+    await client.close()
+    await store.aclose()
+
+    assert not (running / "manifest.json").exists()
+    assert (orphaned / "manifest.json").exists()

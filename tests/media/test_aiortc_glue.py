@@ -6,6 +6,7 @@ If one of these fails after an aiortc upgrade, media/aiortc_glue.py needs attent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import queue
 import threading
@@ -173,3 +174,46 @@ def test_answer_gets_our_opus_parameters() -> None:
     assert f"a=fmtp:96 {OPUS_FMTP}\r\n" in tuned
     assert "foo=1" not in tuned
     assert _tune_answer("v=0\r\n") == "v=0\r\n"
+
+
+async def test_receiver_reports_carry_the_far_legs_loss() -> None:
+    """A loss floor on a receiver raises the fraction lost of the receiver reports that reach
+    the sender (what a browser's Opus encoder sizes its FEC by), and only then."""
+    aiortc_glue.install()
+    sender_pc, receiver_pc = RTCPeerConnection(), RTCPeerConnection()
+    sender_pc.addTrack(aiortc.mediastreams.AudioStreamTrack())
+    sinks: list[asyncio.Task[None]] = []
+
+    async def drain(track: aiortc.MediaStreamTrack) -> None:
+        with contextlib.suppress(aiortc.mediastreams.MediaStreamError):
+            while True:
+                await track.recv()
+
+    receiver_pc.on("track", lambda track: sinks.append(asyncio.ensure_future(drain(track))))
+    try:
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        receiver = receiver_pc.getTransceivers()[0].receiver
+
+        async def reported() -> list[int]:
+            stats = await sender_pc.getSenders()[0].getStats()
+            return [s.fractionLost for s in stats.values() if s.type == "remote-inbound-rtp"]
+
+        for _ in range(100):  # a loss-free report first
+            if await reported():
+                break
+            await asyncio.sleep(0.1)
+        assert await reported() == [0]
+        aiortc_glue.report_loss_floor(receiver, 0.2)
+        for _ in range(50):
+            if await reported() != [0]:
+                break
+            await asyncio.sleep(0.1)
+        assert await reported() == [51]  # 0.2 of 256
+    finally:
+        await asyncio.gather(sender_pc.close(), receiver_pc.close())
+        for task in sinks:
+            task.cancel()
+        await asyncio.gather(*sinks, return_exceptions=True)
