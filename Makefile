@@ -59,6 +59,7 @@ bench: install-test
 	$(PY) -m bench.join --rounds 20 --json bench-results/join.json
 	$(PY) -m bench.recording --consults 4 --seconds 20 --json bench-results/recording.json
 	$(PY) -m bench.weaklink --scenario all --json bench-results/weaklink.json
+	$(PY) -m bench.scale --consults 4 --seconds 20 --json bench-results/scale.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
