@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import platform
+import random
 import signal
 import socket
 import sys
@@ -696,6 +697,11 @@ class ReplayTrack(MediaStreamTrack):
     costs the client almost nothing.  ``sent`` counts the frames handed to the sender.  Like a
     browser, a video track answers a keyframe request (PLI/FIR) with a keyframe: it jumps to
     the next one in the loop.
+
+    Each (re)start waits a random part of a frame period first.  Browsers' clocks are
+    independent; tracks started together in one process would otherwise send on the same
+    instants, and a server would read the packets of all its rooms in one wake-up, an economy
+    that real clients do not give it (and that favours a server holding many rooms).
     """
 
     def __init__(self, kind: str, media: EncodedMedia, gate: Gate) -> None:
@@ -738,7 +744,8 @@ class ReplayTrack(MediaStreamTrack):
                 self._next_at = None
             now = loop.time()
             if self._next_at is None or now - self._next_at > 5 * self._period:
-                self._next_at = now  # a fresh start, or too far behind to catch up in a burst
+                # A fresh start, or too far behind to catch up in a burst.
+                self._next_at = now + random.uniform(0, self._period)
             delay = self._next_at - now
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -14,6 +14,7 @@ that had to be undone soon after makes the next attempt wait twice as long (up t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import logging
@@ -69,6 +70,10 @@ LOSS_SMOOTHING = 0.5
 #: Round trip above the lowest seen that means a queue is building at a bottleneck.
 QUEUE_DOWN_MS = 300.0
 QUEUE_OK_MS = 120.0
+#: The lowest round trip over this long is the path's own, without a queue.  A path does
+#: change (a call moves from a good link to a long rural one): an all-time lowest would take
+#: the new path's length for a queue for ever, and never let video come back.
+BASE_RTT_WINDOW_S = 8.0
 #: Healthy this long before trying the next rung up.
 UP_HOLD_S = 8.0
 MAX_BACKOFF_S = 64.0
@@ -156,7 +161,7 @@ class Adapter:
         self._last_down = -1e9
         self._last_up = -1e9
         self._backoff = UP_HOLD_S
-        self._base_rtt: float | None = None
+        self._rtts: collections.deque[tuple[float, float]] = collections.deque()
         self._loss: float | None = None
         self.history: list[tuple[float, int, str]] = [(now, start, "start")]
 
@@ -202,10 +207,10 @@ class Adapter:
         )
         queue = 0.0
         if link.rtt_ms is not None:
-            self._base_rtt = (
-                link.rtt_ms if self._base_rtt is None else min(self._base_rtt, link.rtt_ms)
-            )
-            queue = link.rtt_ms - self._base_rtt
+            self._rtts.append((now, link.rtt_ms))
+            while self._rtts[0][0] < now - BASE_RTT_WINDOW_S:
+                self._rtts.popleft()
+            queue = link.rtt_ms - min(rtt for _, rtt in self._rtts)
         index = self.step.index
 
         if index < AUDIO_ONLY and now - self._last_down >= DOWN_SPACING_S:

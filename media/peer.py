@@ -136,9 +136,12 @@ class Peer:
                 on_end=lambda: None,
                 on_overflow=resync,
             ),
+            receiver,
         )
         self.receivers[kind] = receiver
         sender: RTCRtpSender = self._pc.addTrack(SenderView(self._outbound[kind]))
+        if self._tune and kind == "video":
+            aiortc_glue.pace(sender)
         aiortc_glue.on_keyframe_request(sender, lambda: self._on_keyframe_request(kind))
 
     async def answer(self, offer_sdp: str) -> str:

@@ -146,3 +146,17 @@ def test_pre_call_measurement_picks_the_starting_rung() -> None:
     assert step_for_bandwidth(200) == 2
     assert step_for_bandwidth(150) == 3
     assert step_for_bandwidth(60) == AUDIO_ONLY
+
+
+def test_a_longer_path_is_not_taken_for_a_queue_for_ever() -> None:
+    """A call moves from a 40 ms path to a 320 ms one (a rural link): the jump looks like a
+    queue at first and video steps down, but once the new length is the lowest round trip of
+    the recent past, a loss-free link lets video come back."""
+    a = Adapter(now=0.0)
+    t = feed(a, LegSample(loss=0.0, rtt_ms=40), 0.0, 10.0)
+    change = a.update(LegSample(loss=0.0, rtt_ms=400), t)
+    assert change is not None
+    assert change.reason == "delay"
+    down = a.step.index
+    feed(a, LegSample(loss=0.0, rtt_ms=320), t + 2.0, 40.0)
+    assert a.step.index < down
