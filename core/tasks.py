@@ -9,6 +9,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+#: How long :meth:`TaskOwner.close` waits before cancelling a task that is still running again.
+RECANCEL_S = 0.5
+
 
 class TaskOwner:
     """Keeps the tasks it spawns; :meth:`close` cancels and awaits them all (idempotent)."""
@@ -37,10 +40,20 @@ class TaskOwner:
         return len(self._tasks)
 
     async def close(self) -> None:
+        """Cancel every task and wait until each has ended.
+
+        A task can swallow its cancellation: redis-py, cancelled in the middle of a command,
+        may raise a connection error instead, which a store loop takes for an outage and
+        carries on.  So a task still running after :data:`RECANCEL_S` is cancelled again.
+        """
         self._closed = True
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {t for t in self._tasks if t is not current}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+            for task in pending:
+                logger.debug(
+                    "task %s ignored its cancellation; cancelling it again", task.get_name()
+                )

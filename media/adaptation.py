@@ -159,6 +159,7 @@ class Adapter:
         self.low_bandwidth = False
         self._healthy_since: float | None = None
         self._last_down = -1e9
+        self._last_down_reason = ""
         self._last_up = -1e9
         self._backoff = UP_HOLD_S
         self._rtts: collections.deque[tuple[float, float]] = collections.deque()
@@ -170,6 +171,7 @@ class Adapter:
         self.step = LADDER[index]
         if index > old.index:
             self._last_down = now
+            self._last_down_reason = reason
             # Undoing a recent up: the link cannot carry that rung; wait longer next time.
             if now - self._last_up < 2 * UP_HOLD_S:
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
@@ -213,12 +215,16 @@ class Adapter:
             queue = link.rtt_ms - min(rtt for _, rtt in self._rtts)
         index = self.step.index
 
-        if index < AUDIO_ONLY and now - self._last_down >= DOWN_SPACING_S:
-            if raw >= LOSS_SEVERE or loss >= LOSS_DOWN:
+        spaced = now - self._last_down >= DOWN_SPACING_S
+        if index < AUDIO_ONLY:
+            # A step for delay is one rung taken on a guess; severe loss right after it says
+            # what the link carries and is not made to wait for the spacing.
+            severe = raw >= LOSS_SEVERE and (spaced or self._last_down_reason == "delay")
+            if severe or (spaced and loss >= LOSS_DOWN):
                 # Congestion loss says what the link carries: what was sent, less what was
                 # lost.  Go straight to the step that fits, at least one down.
                 return self._move(self._fitting(self.step.wire_kbps * (1 - raw)), "loss", now)
-            if queue >= QUEUE_DOWN_MS:
+            if spaced and queue >= QUEUE_DOWN_MS:
                 return self._move(index + 1, "delay", now)
 
         healthy = loss < LOSS_OK and queue < QUEUE_OK_MS

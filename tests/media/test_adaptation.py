@@ -160,3 +160,20 @@ def test_a_longer_path_is_not_taken_for_a_queue_for_ever() -> None:
     down = a.step.index
     feed(a, LegSample(loss=0.0, rtt_ms=320), t + 2.0, 40.0)
     assert a.step.index < down
+
+
+def test_severe_loss_right_after_a_step_for_delay_is_not_kept_waiting() -> None:
+    """A link falls to 60 kbit/s: the first report shows only the round trip growing (one rung
+    down, a guess), the next the loss; the sender pauses video then, not a spacing later."""
+    a = Adapter(now=0.0)
+    t = feed(a, LegSample(loss=0.0, rtt_ms=40), 0.0, 10.0)
+    first = a.update(LegSample(loss=0.02, rtt_ms=450), t)
+    assert first is not None
+    assert first.reason == "delay"
+    second = a.update(LegSample(loss=0.7, rtt_ms=600), t + 2.0)
+    assert second is not None
+    assert second.step.index == AUDIO_ONLY
+    # Loss after a step for loss still waits for the spacing.
+    b = Adapter(now=0.0)
+    assert b.update(LegSample(loss=0.3, rtt_ms=80), 2.0) is not None
+    assert b.update(LegSample(loss=0.3, rtt_ms=80), 4.0) is None
