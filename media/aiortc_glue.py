@@ -14,9 +14,6 @@ aiortc upgrade that moves them fails loudly:
 * a receiver's ``_send_rtcp_pli`` to ask the source for a keyframe, and a sender's
   ``_send_keyframe`` to learn that the destination asked for one;
 * a sender's round-trip estimate, which sets how long video waits for a retransmission;
-* a sender's ``transport`` property, through which Setu paces the packets of video it relays
-  (:class:`Pacer`): aiortc sends a frame's packets back to back, and a keyframe sent at once
-  into a slow link overflows the bottleneck's queue;
 * the loss fraction of a receiver's reports (``StreamStatistics.fraction_lost``), which Setu
   raises to the loss on the far leg: a browser's Opus encoder adds in-band FEC for the loss its
   receiver reports say, and in a relay the losses that matter happen after the server.
@@ -53,7 +50,6 @@ PRIVATE_NAMES = {
     ),
     "RTCRtpReceiver._send_rtcp_pli": (RTCRtpReceiver, "_send_rtcp_pli"),
     "RTCRtpSender._send_keyframe": (RTCRtpSender, "_send_keyframe"),
-    "RTCRtpSender.transport": (RTCRtpSender, "transport"),
 }
 #: Instance attributes, checked by the glue test on fresh objects.
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -208,90 +204,6 @@ def _unbatch(jitter_frame: JitterFrame) -> list[tuple[bytes, int]]:
     ]
 
 
-#: The relayed video's recent rate, times this, is the pace of its packets (a browser paces
-#: at 2.5 times its target too).
-PACE_FACTOR = 2.5
-#: Never slower than this: a still picture's small frames must not wait behind a slow pace.
-MIN_PACE_KBPS = 120.0
-#: Sent at once before pacing starts to hold packets back.
-PACE_BURST_S = 0.02
-#: The window over which the relayed rate is averaged.
-PACE_WINDOW_S = 2.0
-
-
-class Pacer:
-    """Spaces one video sender's packets so that a frame leaves no faster than
-    :data:`PACE_FACTOR` times the rate the stream has had lately.
-
-    A frame that would arrive at a slow link's bottleneck all at once (a keyframe is ten times
-    an ordinary frame) is spread over a few tens of milliseconds instead, as a browser spreads
-    what it sends.  RTCP passes unpaced.  The sender's loop waits for the pace, so frames that
-    come meanwhile wait in the relay's bounded queue for that sender.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._free_at = 0.0
-        self._window_start = clock()
-        self._window_bytes = 0
-        self._rate_bps = MIN_PACE_KBPS * 1000 / PACE_FACTOR
-
-    def delay(self, size: int) -> float:
-        """Account for a packet of ``size`` bytes; how long to wait before sending it."""
-        now = self._clock()
-        self._window_bytes += size
-        elapsed = now - self._window_start
-        if elapsed >= PACE_WINDOW_S:
-            self._rate_bps = self._window_bytes * 8 / elapsed
-            self._window_start, self._window_bytes = now, 0
-        pace = max(self._rate_bps * PACE_FACTOR, MIN_PACE_KBPS * 1000) / 8
-        start = max(self._free_at, now)
-        self._free_at = start + size / pace
-        return max(0.0, start - now - PACE_BURST_S)
-
-
-class _PacedTransport:
-    """A sender's view of its DTLS transport whose RTP sends wait for the pacer."""
-
-    def __init__(self, transport: Any, pacer: Pacer) -> None:
-        self._transport = transport
-        self._pacer = pacer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-    async def _send_rtp(self, data: bytes) -> None:
-        if len(data) > 1 and not 192 <= data[1] <= 223:  # RTCP is not paced (RFC 5761)
-            wait = self._pacer.delay(len(data))
-            if wait > 0:
-                await asyncio.sleep(wait)
-        await self._transport._send_rtp(data)
-
-
-_stock_transport = RTCRtpSender.transport
-_PACER_ATTR = "_setu_pacer"
-_PACED_ATTR = "_setu_paced_transport"
-
-
-def _sender_transport(sender: RTCRtpSender) -> Any:
-    transport = _stock_transport.fget(sender)  # type: ignore[attr-defined]
-    pacer: Pacer | None = getattr(sender, _PACER_ATTR, None)
-    if pacer is None or transport is None:
-        return transport
-    paced: _PacedTransport | None = getattr(sender, _PACED_ATTR, None)
-    if paced is None or paced._transport is not transport:
-        paced = _PacedTransport(transport, pacer)
-        setattr(sender, _PACED_ATTR, paced)
-    return paced
-
-
-def pace(sender: RTCRtpSender) -> Pacer:
-    """Pace what ``sender`` sends from now on (see :class:`Pacer`)."""
-    pacer = Pacer()
-    setattr(sender, _PACER_ATTR, pacer)
-    return pacer
-
-
 _stock_worker = _rtcrtpreceiver.decoder_worker
 _stock_fraction_lost = _rtcrtpreceiver.StreamStatistics.fraction_lost
 
@@ -307,8 +219,6 @@ def install() -> None:
     (idempotent; other tracks and receivers unchanged)."""
     if _rtcrtpreceiver.decoder_worker is not _worker:
         _rtcrtpreceiver.decoder_worker = _worker
-    if RTCRtpSender.transport is _stock_transport:
-        RTCRtpSender.transport = property(_sender_transport)  # type: ignore[method-assign,assignment]
     stats_class = _rtcrtpreceiver.StreamStatistics
     if stats_class.fraction_lost is _stock_fraction_lost:
         stats_class.fraction_lost = property(_fraction_lost)  # type: ignore[method-assign,assignment]

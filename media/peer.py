@@ -140,8 +140,6 @@ class Peer:
         )
         self.receivers[kind] = receiver
         sender: RTCRtpSender = self._pc.addTrack(SenderView(self._outbound[kind]))
-        if self._tune and kind == "video":
-            aiortc_glue.pace(sender)
         aiortc_glue.on_keyframe_request(sender, lambda: self._on_keyframe_request(kind))
 
     async def answer(self, offer_sdp: str) -> str:

@@ -219,24 +219,3 @@ async def test_receiver_reports_carry_the_far_legs_loss() -> None:
         for task in sinks:
             task.cancel()
         await asyncio.gather(*sinks, return_exceptions=True)
-
-
-def test_the_pacer_spreads_a_burst_at_a_multiple_of_the_recent_rate() -> None:
-    now = [0.0]
-    pacer = aiortc_glue.Pacer(clock=lambda: now[0])
-    # Two seconds of a 60 kbit/s stream, a 750-byte packet every 0.1 s: never held back.
-    for _ in range(20):
-        assert pacer.delay(750) == 0.0
-        now[0] += 0.1
-    # Its rate is now known; a 12-packet keyframe leaves at 2.5 x 60 kbit/s, not at once.
-    waits = [pacer.delay(1200) for _ in range(12)]
-    assert waits[0] == 0.0
-    assert waits == sorted(waits)
-    # The window closes at the keyframe's first packet, which it includes.
-    pace_bps = aiortc_glue.PACE_FACTOR * (20 * 750 + 1200) * 8 / 2.0
-    assert abs(waits[-1] - (11 * 1200 * 8 / pace_bps - aiortc_glue.PACE_BURST_S)) < 1e-6
-    # A slow stream is still paced no slower than the floor.
-    slow = aiortc_glue.Pacer(clock=lambda: now[0])
-    assert slow.delay(1200) == 0.0
-    floor_s = 1200 * 8 / (aiortc_glue.MIN_PACE_KBPS * 1000)
-    assert abs(slow.delay(1200) - (floor_s - aiortc_glue.PACE_BURST_S)) < 1e-6
