@@ -35,9 +35,11 @@ each time). A sampler inside each page reads ``window.setuCall.pc.getStats()`` e
   A pause by design (ladder step 4) counts as a freeze here.
 * ``call_survived``: neither page saw the room end, both peer connections are ``connected`` at
   the end, and both pages are still at the room's URL.
-* ``time_to_audio_only_s``: from the start of the impairment to the arrival, in the sending page,
-  of a ``quality`` step without video for its own seat (``receiver_video_stop_s``: to the last
-  frame before the first 2 s freeze during which audio kept playing, seen by the receiver).
+* ``time_to_audio_only_s``: from the start of the impairment to the sending page's video pausing:
+  the arrival, in that page, of a ``quality`` step without video for its own seat, or the first
+  poll in which its camera's encoding is inactive (the page's own brake), whichever is first
+  (``receiver_video_stop_s``: to the last frame before the first 2 s freeze during which audio
+  kept playing, seen by the receiver).
 * ``time_to_video_resume_s`` (outage): from the link's return to the first poll that saw a newly
   decoded frame *and* new non-concealed audio, per direction; the figure is the later direction.
 
@@ -591,14 +593,13 @@ def direction_metrics(
     audio_lost = _counter_growth(rx, "a", "packetsLost")
     audio_got = _counter_growth(rx, "a", "packetsReceived")
     paused = [s for s in tx if s.get("enc") and not s["enc"]["active"]]
-    audio_only_at = next(
-        (
-            (q["at"] - start_ms) / 1000
-            for q in sender_steps
-            if q.get("seat") == sender_seat and not q.get("video") and q["at"] >= start_ms
-        ),
-        None,
-    )
+    pauses = [(s["t"] - start_ms) / 1000 for s in paused if s["t"] >= start_ms][:1]
+    pauses += [
+        (q["at"] - start_ms) / 1000
+        for q in sender_steps
+        if q.get("seat") == sender_seat and not q.get("video") and q["at"] >= start_ms
+    ][:1]
+    audio_only_at = min(pauses, default=None)
     stop = first_freeze_with_audio(spans, rx[0]["t"])
     out: dict[str, Any] = {
         "audio_continuity": round(played / expected, 4) if expected else 0.0,

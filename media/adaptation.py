@@ -37,39 +37,66 @@ class Step:
 
     @property
     def wire_kbps(self) -> float:
-        """What the step costs on the wire: video at its cap, audio with its packet overhead."""
-        return self.max_bitrate_kbps + self.audio_kbps + AUDIO_OVERHEAD_KBPS
+        """What the step costs on the wire: video at its cap, audio as RED (each frame sent
+        twice) with its packet overhead."""
+        return self.max_bitrate_kbps + self.audio_kbps * AUDIO_COPIES + AUDIO_OVERHEAD_KBPS
 
 
 LADDER: tuple[Step, ...] = (
     Step(0, 500, 1.0, 15, True, "640x360 15 fps"),
     Step(1, 250, 4 / 3, 15, True, "480x270 15 fps"),
-    Step(2, 100, 2.0, 10, True, "320x180 10 fps"),
-    Step(3, 60, 2.0, 8, True, "320x180 8 fps", audio_kbps=24),
-    Step(4, 0, 2.0, 5, False, "audio only", audio_kbps=20),
+    Step(2, 100, 2.0, 10, True, "320x180 10 fps", audio_kbps=24),
+    Step(3, 60, 2.0, 8, True, "320x180 8 fps", audio_kbps=16),
+    Step(4, 0, 2.0, 5, False, "audio only", audio_kbps=8),
 )
 AUDIO_ONLY = LADDER[-1].index
 #: Where a call starts without a measurement of the link, and the nurse's low-bandwidth floor.
 START_STEP = 1
 LOW_BANDWIDTH_STEP = 3
-#: What audio needs on the wire: Opus capped at 32 kbit/s plus RTP/UDP/IP/SRTP overhead at 50
-#: packets a second (measured: 60 to 64 kbit/s from Chromium).
-AUDIO_KBPS = 60.0
 #: The headers of 50 audio packets a second (IP, UDP, RTP with extensions, SRTP tag).
 AUDIO_OVERHEAD_KBPS = 24.0
+#: Browsers send audio as RED (media/red.py): every Opus frame goes out twice, so the low steps
+#: lower Opus's own rate to keep speech clear on a link that loses packets and fits on one that
+#: carries 60 kbit/s: 8 kbit/s Opus, sent twice with its headers, is about 45 kbit/s on the
+#: wire (narrowband speech, clear enough to go on talking).
+AUDIO_COPIES = 2
+
+#: From this step on, the server paces the video it relays to the other seat (whose downlink is
+#: what put the sender there) at this multiple of the step's cap: keyframes then reach a slow
+#: link spread out instead of overflowing its queue.  Above it the link has room for bursts,
+#: and a call's first keyframe is never held back.
+PACE_FROM_STEP = 2
+PACE_FACTOR = 1.5
+
+
+def pace_kbps(step: Step) -> float | None:
+    """The pace for video relayed from a sender at ``step`` (``None``: unpaced)."""
+    if step.index < PACE_FROM_STEP:
+        return None
+    video = step.max_bitrate_kbps or LADDER[AUDIO_ONLY - 1].max_bitrate_kbps
+    return video * PACE_FACTOR
+
 
 #: Loss (smoothed over reports) from which the sender steps down.
 LOSS_DOWN = 0.10
 #: Loss in one report at which it steps down two rungs at once.
 LOSS_SEVERE = 0.25
 #: Loss below which the links count as healthy.  Rural links lose a few per cent whatever is
-#: sent (Opus FEC and NACK absorb it): only loss that grows with the rate is congestion.
-LOSS_OK = 0.06
+#: sent (RED, Opus FEC and NACK absorb it): only loss that grows with the rate is congestion.
+#: A poor link loses 5 % with audio alone: below this, video may come back.
+LOSS_OK = 0.08
 #: Weight of the newest report in the smoothed loss.
 LOSS_SMOOTHING = 0.5
 #: Round trip above the lowest seen that means a queue is building at a bottleneck.
 QUEUE_DOWN_MS = 300.0
 QUEUE_OK_MS = 120.0
+#: The same for a queue on one direction of one leg (``LegSample.queue_ms``): a tail-drop queue
+#: of 200 ms that stays over 150 ms for a whole second is the sender's, and must shrink.
+ONE_WAY_QUEUE_DOWN_MS = 150.0
+ONE_WAY_QUEUE_OK_MS = 60.0
+#: How long a queue must persist to count: the least delay over this long (a keyframe's burst
+#: fills a queue for a moment; a sender above the link's rate keeps it full).
+STANDING_S = 1.0
 #: The lowest round trip over this long is the path's own, without a queue.  A path does
 #: change (a call moves from a good link to a long rural one): an all-time lowest would take
 #: the new path's length for a queue for ever, and never let video come back.
@@ -105,6 +132,9 @@ class LegSample:
     kbps: float | None = None
     #: The sending browser's own estimate of its uplink (``availableOutgoingBitrate``).
     available_kbps: float | None = None
+    #: The queue on this leg's own direction, in ms, where it can be told apart from the other
+    #: direction's (the round trip holds both): :class:`OneWayDelay` for an uplink.
+    queue_ms: float | None = None
 
     def grade(self) -> Grade:
         if self.loss is None and self.rtt_ms is None:
@@ -134,7 +164,80 @@ def worst(*samples: LegSample) -> LegSample:
         jitter_ms=pick([s.jitter_ms for s in samples], True),
         kbps=pick([s.kbps for s in samples], False),
         available_kbps=pick([s.available_kbps for s in samples], False),
+        queue_ms=pick([s.queue_ms for s in samples], True),
     )
+
+
+class _WindowMin:
+    """The least value of the last ``window`` seconds (a monotonic deque: O(1) per value)."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._values: collections.deque[tuple[float, float]] = collections.deque()
+
+    def add(self, now: float, value: float) -> None:
+        values = self._values
+        while values and values[-1][1] >= value:
+            values.pop()
+        values.append((now, value))
+
+    def get(self, now: float) -> float | None:
+        values = self._values
+        while values and values[0][0] < now - self._window:
+            values.popleft()
+        return values[0][1] if values else None
+
+
+class BaseRtt:
+    """The round trip above the path's own, the lowest of the last :data:`BASE_RTT_WINDOW_S`."""
+
+    def __init__(self) -> None:
+        self._base = _WindowMin(BASE_RTT_WINDOW_S)
+
+    def excess(self, now: float, rtt_ms: float) -> float:
+        self._base.add(now, rtt_ms)
+        base = self._base.get(now)
+        return rtt_ms - (rtt_ms if base is None else base)
+
+
+class OneWayDelay:
+    """The standing queue on one direction of a leg, from when packets arrive.
+
+    Each packet's arrival time less its media timestamp is its one-way delay plus a constant
+    (the clocks' offset): over the last :data:`BASE_RTT_WINDOW_S` the least of it is the path
+    with an empty queue, and over the last :data:`STANDING_S` the least is that path plus the
+    queue that did not drain.  Only the arriving direction counts, unlike a round trip.
+    """
+
+    def __init__(self, clock_rate: int) -> None:
+        self._rate = float(clock_rate)
+        self._last_ts: int | None = None
+        self._media_s = 0.0
+        self._base = _WindowMin(BASE_RTT_WINDOW_S)
+        self._recent = _WindowMin(STANDING_S)
+        self._last_arrival: float | None = None
+
+    def packet(self, arrival: float, timestamp: int) -> None:
+        """A packet stamped ``timestamp`` (RTP, 32 bits) arrived at ``arrival`` (seconds)."""
+        if self._last_ts is not None:
+            step = (timestamp - self._last_ts) % (1 << 32)
+            if step >= 1 << 31:
+                return  # older than the newest: reordered, says nothing new
+            self._media_s += step / self._rate
+        self._last_ts = timestamp
+        delay = arrival - self._media_s
+        self._base.add(arrival, delay)
+        self._recent.add(arrival, delay)
+        self._last_arrival = arrival
+
+    def queue_ms(self, now: float) -> float | None:
+        """The standing queue now, or ``None`` when nothing arrived lately."""
+        if self._last_arrival is None or now - self._last_arrival > STANDING_S:
+            return None
+        base, recent = self._base.get(now), self._recent.get(now)
+        if base is None or recent is None:
+            return None
+        return max(0.0, (recent - base) * 1000)
 
 
 def step_for_bandwidth(kbps: float) -> int:
@@ -148,7 +251,7 @@ def step_for_bandwidth(kbps: float) -> int:
 @dataclasses.dataclass(frozen=True)
 class Change:
     step: Step
-    reason: str  # "loss" | "delay" | "recovered" | "low_bandwidth" | "start"
+    reason: str  # "loss" | "delay" | "recovered" | "low_bandwidth" | "start" | "browser"
 
 
 class Adapter:
@@ -162,7 +265,7 @@ class Adapter:
         self._last_down_reason = ""
         self._last_up = -1e9
         self._backoff = UP_HOLD_S
-        self._rtts: collections.deque[tuple[float, float]] = collections.deque()
+        self._base_rtt = BaseRtt()
         self._loss: float | None = None
         self.history: list[tuple[float, int, str]] = [(now, start, "start")]
 
@@ -182,6 +285,13 @@ class Adapter:
         self.history.append((now, index, reason))
         logger.debug("step %s -> %s (%s)", old.label, self.step.label, reason)
         return Change(self.step, reason)
+
+    def brake(self, now: float, reason: str = "browser") -> Change | None:
+        """The link collapsed (the sending page saw it and paused its video, or the other
+        direction of the same link lost too much): audio only at once."""
+        if self.step.index == AUDIO_ONLY:
+            return None
+        return self._move(AUDIO_ONLY, reason, now)
 
     def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
         """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""
@@ -207,12 +317,13 @@ class Adapter:
         loss = self._loss = (
             raw if self._loss is None else LOSS_SMOOTHING * raw + (1 - LOSS_SMOOTHING) * self._loss
         )
-        queue = 0.0
-        if link.rtt_ms is not None:
-            self._rtts.append((now, link.rtt_ms))
-            while self._rtts[0][0] < now - BASE_RTT_WINDOW_S:
-                self._rtts.popleft()
-            queue = link.rtt_ms - min(rtt for _, rtt in self._rtts)
+        # A queue measured on the path's own directions says whose it is; a round trip does
+        # not (the other direction's queue is in it too), so it must grow more to count.
+        queue, queue_down, queue_ok = 0.0, QUEUE_DOWN_MS, QUEUE_OK_MS
+        if link.queue_ms is not None:
+            queue, queue_down, queue_ok = link.queue_ms, ONE_WAY_QUEUE_DOWN_MS, ONE_WAY_QUEUE_OK_MS
+        elif link.rtt_ms is not None:
+            queue = self._base_rtt.excess(now, link.rtt_ms)
         index = self.step.index
 
         spaced = now - self._last_down >= DOWN_SPACING_S
@@ -224,10 +335,10 @@ class Adapter:
                 # Congestion loss says what the link carries: what was sent, less what was
                 # lost.  Go straight to the step that fits, at least one down.
                 return self._move(self._fitting(self.step.wire_kbps * (1 - raw)), "loss", now)
-            if spaced and queue >= QUEUE_DOWN_MS:
+            if spaced and queue >= queue_down:
                 return self._move(index + 1, "delay", now)
 
-        healthy = loss < LOSS_OK and queue < QUEUE_OK_MS
+        healthy = loss < LOSS_OK and queue < queue_ok
         if not healthy:
             self._healthy_since = None
             return None
@@ -242,7 +353,9 @@ class Adapter:
         return self._move(index - 1, "recovered", now)
 
     def _fitting(self, carried_kbps: float) -> int:
+        # No margin: what was carried is counted net of the link's random loss, already less
+        # than what it can carry.
         for step in LADDER[self.step.index + 1 :]:
-            if not step.video or step.wire_kbps <= carried_kbps * DOWN_MARGIN:
+            if not step.video or step.wire_kbps <= carried_kbps:
                 return step.index
         return AUDIO_ONLY

@@ -14,6 +14,12 @@ aiortc upgrade that moves them fails loudly:
 * a receiver's ``_send_rtcp_pli`` to ask the source for a keyframe, and a sender's
   ``_send_keyframe`` to learn that the destination asked for one;
 * a sender's round-trip estimate, which sets how long video waits for a retransmission;
+* a sender's ``transport`` property, through which Setu paces the video it relays to a
+  browser on a weak downlink (:class:`Pacer`): aiortc sends a frame's packets back to back,
+  and a keyframe sent at once into a slow link overflows the bottleneck's queue;
+* a receiver's ``_send_rtcp``, whose bandwidth estimates (REMB) Setu caps for a sender that
+  must drop to audio only: RTCP reaches the browser within a round trip, where a step sent
+  over the websocket can wait seconds behind a collapsing link's TCP retransmissions;
 * the loss fraction of a receiver's reports (``StreamStatistics.fraction_lost``), which Setu
   raises to the loss on the far leg: a browser's Opus encoder adds in-band FEC for the loss its
   receiver reports say, and in a relay the losses that matter happen after the server.
@@ -31,12 +37,24 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+import aiortc.codecs as _codecs
 import aiortc.rtcrtpreceiver as _rtcrtpreceiver
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+import aiortc.rtcrtpsender as _rtcrtpsender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 
-from .frames import EncodedFrame, vp8_is_keyframe
+from .adaptation import OneWayDelay
+from .frames import AUDIO_CLOCK, EncodedFrame, vp8_is_keyframe
+from .red import RedReader
 from .watchdog import AssembledFrame, FrameAssembler, StallWatchdog, VideoPacket
 
 logger = logging.getLogger(__name__)
@@ -50,6 +68,10 @@ PRIVATE_NAMES = {
     ),
     "RTCRtpReceiver._send_rtcp_pli": (RTCRtpReceiver, "_send_rtcp_pli"),
     "RTCRtpSender._send_keyframe": (RTCRtpSender, "_send_keyframe"),
+    "RTCRtpSender.transport": (RTCRtpSender, "transport"),
+    "RTCRtpReceiver._send_rtcp": (RTCRtpReceiver, "_send_rtcp"),
+    "codecs.CODECS": (_codecs, "CODECS"),
+    "rtcrtpsender.get_encoder": (_rtcrtpsender, "get_encoder"),
 }
 #: Instance attributes, checked by the glue test on fresh objects.
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -58,6 +80,8 @@ _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 #: Set on a receiver's stream statistics: the fraction its reports say at least (0 to 255).
 _FLOOR_ATTR = "setu_loss_floor"
 _RTT_ATTR = "_RTCRtpSender__rtt"
+#: A transceiver's negotiated codecs, the one it sends first.
+_CODECS_ATTR = "_codecs"
 
 #: Frames handed from the receive thread to the event loop and not yet delivered.  The loop runs
 #: them within one iteration, so only a badly overloaded loop ever lets this many pile up.
@@ -148,19 +172,27 @@ def _worker(
     if not isinstance(output_q, FrameTap):
         _stock_worker(loop, input_q, output_q, decode_error)
         return
+    red = RedReader()
     while True:
         task = input_q.get()
         if task is None:
             output_q.put_threadsafe(None)
             return
-        for frame in _encoded_frames(*task):
+        codec, jitter_frame = task
+        for frame in _encoded_frames(codec, jitter_frame, red):
             output_q.put_threadsafe(frame)
 
 
-def _encoded_frames(codec: Any, jitter_frame: JitterFrame) -> list[EncodedFrame]:
-    video = codec.mimeType.lower().startswith("video/")
+def _encoded_frames(codec: Any, jitter_frame: JitterFrame, red: RedReader) -> list[EncodedFrame]:
+    """The frames of what a receiver queued for decoding; RED is opened into plain Opus frames
+    by the receiver's ``red`` (one per receiver: it remembers what it passed on)."""
+    mime = codec.mimeType.lower()
+    video = mime.startswith("video/")
     time_base = Fraction(1, codec.clockRate)
     arrival = time.monotonic()
+    frames = _unbatch(jitter_frame)
+    if mime == RED_MIME:
+        frames = [f for data, pts in frames for f in red.frames(data, pts)]
     return [
         EncodedFrame(
             data=data,
@@ -169,7 +201,7 @@ def _encoded_frames(codec: Any, jitter_frame: JitterFrame) -> list[EncodedFrame]
             is_keyframe=vp8_is_keyframe(data) if video else True,
             arrival=arrival,
         )
-        for data, pts in _unbatch(jitter_frame)
+        for data, pts in frames
     ]
 
 
@@ -180,12 +212,14 @@ class _InlineQueue(queue.Queue[Any]):
     def __init__(self, tap: FrameTap) -> None:
         super().__init__()
         self._tap = tap
+        self.red = RedReader()
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:
             super().put(None, block, timeout)
             return
-        for frame in _encoded_frames(*item):
+        codec, jitter_frame = item
+        for frame in _encoded_frames(codec, jitter_frame, self.red):
             self._tap.deliver_now(frame)
 
 
@@ -204,6 +238,125 @@ def _unbatch(jitter_frame: JitterFrame) -> list[tuple[bytes, int]]:
     ]
 
 
+#: Sent at once before pacing holds packets back (a few packets of an ordinary frame).
+PACE_BURST_S = 0.02
+
+
+class Pacer:
+    """Spaces one sender's RTP packets to at most :attr:`kbps` (retransmissions included).
+
+    A browser on a weak downlink gets the video relayed to it no faster than its link's share:
+    a keyframe, ten times an ordinary frame, is spread over a few hundred milliseconds instead
+    of overflowing the bottleneck's queue, which would lose part of it and call for another.
+    The sender's loop waits for the pace; frames that come meanwhile wait in the relay's
+    bounded queue.  RTCP is never paced.
+    """
+
+    def __init__(self, kbps: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.kbps = kbps
+        self._clock = clock
+        self._free_at = 0.0
+
+    def delay(self, size: int) -> float:
+        """Account for a packet of ``size`` bytes; how long to wait before sending it."""
+        now = self._clock()
+        start = max(self._free_at, now)
+        self._free_at = start + size * 8 / (self.kbps * 1000)
+        return max(0.0, start - now - PACE_BURST_S)
+
+
+class _PacedTransport:
+    """A sender's view of its DTLS transport whose RTP sends wait for the pacer."""
+
+    def __init__(self, transport: Any, pacer: Pacer) -> None:
+        self._transport = transport
+        self._pacer = pacer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    async def _send_rtp(self, data: bytes) -> None:
+        if len(data) > 1 and not 192 <= data[1] <= 223:  # RTCP is not paced (RFC 5761)
+            wait = self._pacer.delay(len(data))
+            if wait > 0:
+                await asyncio.sleep(wait)
+        await self._transport._send_rtp(data)
+
+
+_stock_transport = RTCRtpSender.transport
+_PACER_ATTR = "_setu_pacer"
+_PACED_ATTR = "_setu_paced_transport"
+
+
+def _sender_transport(sender: RTCRtpSender) -> Any:
+    transport = _stock_transport.fget(sender)  # type: ignore[attr-defined]
+    pacer: Pacer | None = getattr(sender, _PACER_ATTR, None)
+    if pacer is None or transport is None:
+        return transport
+    paced: _PacedTransport | None = getattr(sender, _PACED_ATTR, None)
+    if paced is None or paced._transport is not transport or paced._pacer is not pacer:
+        paced = _PacedTransport(transport, pacer)
+        setattr(sender, _PACED_ATTR, paced)
+    return paced
+
+
+def pace(sender: RTCRtpSender, kbps: float | None) -> None:
+    """Pace what ``sender`` sends from now on at ``kbps``, or no longer with ``None``."""
+    pacer: Pacer | None = getattr(sender, _PACER_ATTR, None)
+    if kbps is None:
+        setattr(sender, _PACER_ATTR, None)
+    elif pacer is None:
+        setattr(sender, _PACER_ATTR, Pacer(kbps))
+    else:
+        pacer.kbps = kbps
+
+
+_stock_send_rtcp = RTCRtpReceiver._send_rtcp
+_REMB_CAP_ATTR = "_setu_remb_cap_bps"
+_RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
+
+
+def _capped(packet: Any, cap_bps: int) -> Any:
+    """``packet`` with its REMB lowered to ``cap_bps`` if it is a REMB above it."""
+    if not (isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP):
+        return packet
+    try:
+        bitrate, ssrcs = unpack_remb_fci(packet.fci)
+    except ValueError:
+        return packet
+    if bitrate <= cap_bps:
+        return packet
+    return RtcpPsfbPacket(
+        fmt=packet.fmt,
+        ssrc=packet.ssrc,
+        media_ssrc=packet.media_ssrc,
+        fci=pack_remb_fci(cap_bps, ssrcs),
+    )
+
+
+async def _send_rtcp(receiver: RTCRtpReceiver, packet: Any) -> None:
+    cap: int | None = getattr(receiver, _REMB_CAP_ATTR, None)
+    await _stock_send_rtcp(receiver, packet if cap is None else _capped(packet, cap))
+
+
+async def cap_remb(receiver: RTCRtpReceiver, kbps: float | None) -> None:
+    """Hold the bandwidth estimates ``receiver`` sends its browser (REMB) at ``kbps`` at most,
+    telling it at once; ``None`` lets them follow aiortc's estimator again."""
+    if kbps is None:
+        setattr(receiver, _REMB_CAP_ATTR, None)
+        return
+    cap = int(kbps * 1000)
+    setattr(receiver, _REMB_CAP_ATTR, cap)
+    rtcp_ssrc = getattr(receiver, _RTCP_SSRC_ATTR, None)
+    ssrcs = [s.source for s in receiver.getSynchronizationSources()]
+    if rtcp_ssrc is not None and ssrcs:
+        await receiver._send_rtcp(
+            RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(cap, ssrcs)
+            )
+        )
+
+
 _stock_worker = _rtcrtpreceiver.decoder_worker
 _stock_fraction_lost = _rtcrtpreceiver.StreamStatistics.fraction_lost
 
@@ -214,11 +367,49 @@ def _fraction_lost(stats: Any) -> int:
     return max(own, int(getattr(stats, _FLOOR_ATTR, 0)))
 
 
+#: Redundant audio as Chromium offers it; the payload type is the offer's in any answer.
+RED_MIME = "audio/red"
+RED_CODEC = RTCRtpCodecParameters(
+    mimeType=RED_MIME, clockRate=AUDIO_CLOCK, channels=2, payloadType=63
+)
+#: aiortc's sender looks its encoder up through this module-level name (not re-exported).
+_GET_ENCODER = "get_encoder"
+_stock_get_encoder: Callable[[RTCRtpCodecParameters], Encoder] = getattr(
+    _rtcrtpsender, _GET_ENCODER
+)
+
+
+class _PackedOnly(Encoder):
+    """The encoder of a sender that only ever forwards already-encoded RED payloads."""
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise TypeError("RED is relayed, never encoded")
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        return [bytes(packet)], int(packet.pts * packet.time_base * AUDIO_CLOCK)
+
+
+def _get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    if codec.mimeType.lower() == RED_MIME:
+        return _PackedOnly()
+    return _stock_get_encoder(codec)
+
+
 def install() -> None:
-    """Route tapped tracks' frames around the decoder, and let receivers report a loss floor
-    (idempotent; other tracks and receivers unchanged)."""
+    """Route tapped tracks' frames around the decoder, let receivers report a loss floor, let
+    senders be paced, and let peer connections negotiate RED (idempotent; other tracks,
+    receivers and senders unchanged)."""
     if _rtcrtpreceiver.decoder_worker is not _worker:
         _rtcrtpreceiver.decoder_worker = _worker
+    if RTCRtpReceiver._send_rtcp is _stock_send_rtcp:
+        RTCRtpReceiver._send_rtcp = _send_rtcp  # type: ignore[method-assign,assignment]
+    if RTCRtpSender.transport is _stock_transport:
+        RTCRtpSender.transport = property(_sender_transport)  # type: ignore[method-assign,assignment]
+    if getattr(_rtcrtpsender, _GET_ENCODER) is not _get_encoder:
+        setattr(_rtcrtpsender, _GET_ENCODER, _get_encoder)
+    audio = _codecs.CODECS["audio"]
+    if not any(c.mimeType.lower() == RED_MIME for c in audio):
+        audio.append(RED_CODEC)
     stats_class = _rtcrtpreceiver.StreamStatistics
     if stats_class.fraction_lost is _stock_fraction_lost:
         stats_class.fraction_lost = property(_fraction_lost)  # type: ignore[method-assign,assignment]
@@ -272,8 +463,11 @@ class ImmediateJitterBuffer(JitterBuffer):
         super().__init__(capacity=16)
         self._newest: int | None = None
         self.late = 0
+        #: The sender's uplink queue, from when its packets (sent every 20 ms) arrive.
+        self.delay = OneWayDelay(AUDIO_CLOCK)
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        self.delay.packet(time.monotonic(), packet.timestamp)
         seq = packet.sequence_number
         if self._newest is not None and (self._newest - seq) % (1 << 16) < AUDIO_MAX_MISORDER:
             self.late += 1  # a duplicate or a packet that arrived after a newer one
@@ -367,6 +561,15 @@ async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
     for source in sources:
         await receiver._send_rtcp_pli(source.source)
     return bool(sources)
+
+
+def sends_red(transceiver: RTCRtpTransceiver) -> int | None:
+    """The Opus payload type to put inside RED if ``transceiver`` negotiated RED as its codec
+    (the answer lists it first), else ``None``.  Valid once the answer is set."""
+    codecs = list(getattr(transceiver, _CODECS_ATTR, None) or ())
+    if not codecs or codecs[0].mimeType.lower() != RED_MIME:
+        return None
+    return next((c.payloadType for c in codecs if c.mimeType.lower() == "audio/opus"), None)
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

@@ -1,7 +1,8 @@
 """One participant's peer connection, terminated on the server.
 
-The browser offers; the server answers with VP8 and Opus only, sends the other participant's
-relayed tracks, and taps the received tracks so that their frames reach the relay encoded.
+The browser offers; the server answers with VP8 and Opus only (Opus inside RED when the
+browser offers RED first), sends the other participant's relayed tracks, and taps the received
+tracks so that their frames reach the relay encoded.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import enum
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 
 from aiortc import (
@@ -19,6 +21,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
@@ -27,6 +30,7 @@ from core.settings import IceServer
 
 from . import aiortc_glue
 from .frames import EncodedFrame
+from .red import RedWriter
 from .relay import RelayTrack, SenderView
 
 logger = logging.getLogger(__name__)
@@ -96,13 +100,21 @@ class Peer:
         self._on_keyframe_request = on_keyframe_request
         self.state = PeerState.NEW
         self.receivers: dict[str, RTCRtpReceiver] = {}
+        self._views: dict[str, SenderView] = {}
+        self._senders: dict[str, RTCRtpSender] = {}
+        self._video_pace: float | None = None
+        self._estimate_cap: float | None = None
+        self._red: RedWriter | None = None
         self._closed = False
         self._pc.on("connectionstatechange", self._state_changed)
         self._pc.on("track", self._track)
         # Transceivers made before the offer arrives carry our codec preferences into the
         # negotiation; the offer's m-lines attach to them in order of kind.
-        for kind in ("audio", "video"):
-            _prefer_relayable_codecs(self._pc.addTransceiver(kind, direction="sendrecv"))
+        self._transceivers = {
+            kind: self._pc.addTransceiver(kind, direction="sendrecv") for kind in ("audio", "video")
+        }
+        for transceiver in self._transceivers.values():
+            _prefer_relayable_codecs(transceiver, red=False)
 
     def _state_changed(self) -> None:
         new = _PC_STATES.get(self._pc.connectionState, PeerState.FAILED)
@@ -139,11 +151,16 @@ class Peer:
             receiver,
         )
         self.receivers[kind] = receiver
-        sender: RTCRtpSender = self._pc.addTrack(SenderView(self._outbound[kind]))
+        view = self._views[kind] = SenderView(self._outbound[kind])
+        sender: RTCRtpSender = self._pc.addTrack(view)
+        self._senders[kind] = sender
         aiortc_glue.on_keyframe_request(sender, lambda: self._on_keyframe_request(kind))
 
     async def answer(self, offer_sdp: str) -> str:
         """Answer the browser's offer; returns the answer SDP."""
+        # RED only for a browser that asks for it (lists it before Opus): an answer that puts RED
+        # first makes the other end send it, and an aiortc client would try to encode into it.
+        _prefer_relayable_codecs(self._transceivers["audio"], red=_offers_red_first(offer_sdp))
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, OperationError and others
@@ -155,12 +172,62 @@ class Peer:
             await self._pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises bare exceptions on codec mismatch
             raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        opus_pt = aiortc_glue.sends_red(self._transceivers["audio"])
+        if opus_pt is not None:
+            self._red = RedWriter(opus_pt)
+            self._views["audio"].wrap = self._red.wrap
+            logger.info("peer %s: audio as RED", self.label)
         return _tune_answer(self._pc.localDescription.sdp)
+
+    @property
+    def red(self) -> bool:
+        """Whether this leg negotiated RED: audio both ways carries copies of earlier frames."""
+        return self._red is not None
+
+    def set_audio_redundancy(self, on: bool) -> None:
+        """Whether the audio sent to this browser carries a copy of the previous frame (when the
+        leg negotiated RED): it doubles the audio's payload, for a downlink that can afford it."""
+        if self._red is not None and self._red.redundancy != on:
+            self._red.redundancy = on
+            logger.info("peer %s: audio redundancy %s", self.label, "on" if on else "off")
 
     def hears(self, kind: str) -> bool:
         """Whether media of ``kind`` has arrived from the browser (a keyframe can be asked for)."""
         receiver = self.receivers.get(kind)
         return receiver is not None and bool(receiver.getSynchronizationSources())
+
+    def pace_video(self, kbps: float | None) -> None:
+        """Send the relayed video no faster than ``kbps`` (``None``: as it comes)."""
+        sender = self._senders.get("video")
+        if sender is None or kbps == self._video_pace:
+            return
+        self._video_pace = kbps
+        aiortc_glue.pace(sender, kbps)
+        logger.info(
+            "peer %s: video paced at %s", self.label, f"{kbps:g} kbit/s" if kbps else "no limit"
+        )
+
+    async def cap_estimate(self, kbps: float | None) -> None:
+        """Cap the bandwidth estimate the browser gets from the server (REMB, over RTCP: it
+        arrives within a round trip however congested the websocket is); ``None`` lifts it."""
+        receiver = self.receivers.get("video")
+        if receiver is None or self._closed or kbps == self._estimate_cap:
+            return
+        self._estimate_cap = kbps
+        await aiortc_glue.cap_remb(receiver, kbps)
+        cap = "lifted" if kbps is None else f"{kbps:g} kbit/s"
+        logger.info("peer %s: bandwidth estimate cap %s", self.label, cap)
+
+    def uplink_queue_ms(self) -> float | None:
+        """The standing queue on the browser's uplink, from its audio's arrival times (``None``
+        with aiortc's own jitter buffers, or while no audio arrives)."""
+        receiver = self.receivers.get("audio")
+        if receiver is None or self._closed:
+            return None
+        buffer = aiortc_glue.jitter_buffer(receiver)
+        if not isinstance(buffer, aiortc_glue.ImmediateJitterBuffer):
+            return None
+        return buffer.delay.queue_ms(time.monotonic())
 
     def report_far_loss(self, loss: float) -> None:
         """Tell the browser (in the receiver reports of its audio) that at least ``loss`` of
@@ -202,28 +269,55 @@ def _nothing() -> None:
     """What to do about frames lost after aiortc's own jitter buffer: nothing it can help."""
 
 
-def _prefer_relayable_codecs(transceiver: object) -> None:
-    """VP8 and Opus on both legs: a relay that does not transcode must never mix codecs."""
-    kind = transceiver.kind  # type: ignore[attr-defined]
+def _prefer_relayable_codecs(transceiver: RTCRtpTransceiver, red: bool) -> None:
+    """VP8 and Opus on both legs: a relay that does not transcode must never mix codecs.
+
+    With ``red``, RED comes first for audio: an answer lists the offer's codecs in this order,
+    and a browser sends RED only when the answer puts it before Opus.
+    """
+    kind = transceiver.kind
     caps = RTCRtpSender.getCapabilities(kind).codecs
-    wanted = "video/vp8" if kind == "video" else "audio/opus"
-    main = [c for c in caps if c.mimeType.lower() == wanted]
+    audio = [aiortc_glue.RED_MIME, "audio/opus"] if red else ["audio/opus"]
+    wanted = ["video/vp8"] if kind == "video" else audio
+    main = [c for w in wanted for c in caps if c.mimeType.lower() == w]
     rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"] if kind == "video" else []
-    transceiver.setCodecPreferences(main + rtx)  # type: ignore[attr-defined]
+    transceiver.setCodecPreferences(main + rtx)
+
+
+def _offers_red_first(sdp: str) -> bool:
+    """Whether the offer's audio lists RED before Opus (what Setu's pages do)."""
+    rtpmaps = {m.group(1): m.group(0) for m in _ANY_RTPMAP.finditer(sdp)}
+    for line in sdp.splitlines():
+        if line.startswith("m=audio "):
+            for pt in line.split()[3:]:
+                rtpmap = rtpmaps.get(pt, "")
+                if _RED_RTPMAP.match(rtpmap):
+                    return True
+                if _OPUS_RTPMAP.match(rtpmap):
+                    return False
+    return False
 
 
 _OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000/2$", re.MULTILINE | re.IGNORECASE)
+_RED_RTPMAP = re.compile(r"^a=rtpmap:(\d+) red/48000/2$", re.MULTILINE | re.IGNORECASE)
+_ANY_RTPMAP = re.compile(r"^a=rtpmap:(\d+) [^\r\n]*", re.MULTILINE)
 
 
 def _tune_answer(sdp: str) -> str:
-    """Add our Opus parameters to the answer (aiortc writes none)."""
+    """Add our Opus parameters to the answer, and RED's (one earlier Opus frame per packet):
+    aiortc writes neither, and a browser sends RED only with them."""
     lines = sdp.split("\r\n")
     match = next((m for m in map(_OPUS_RTPMAP.match, lines) if m), None)
     if match is None:
         return sdp
     pt = match.group(1)
-    fmtp = f"a=fmtp:{pt} {OPUS_FMTP}"
-    lines = [ln for ln in lines if not ln.startswith(f"a=fmtp:{pt} ")]
-    at = lines.index(match.group(0))
-    lines.insert(at + 1, fmtp)
+    _set_fmtp(lines, match.group(0), pt, OPUS_FMTP)
+    red = next((m for m in map(_RED_RTPMAP.match, lines) if m), None)
+    if red is not None:
+        _set_fmtp(lines, red.group(0), red.group(1), f"{pt}/{pt}")
     return "\r\n".join(lines)
+
+
+def _set_fmtp(lines: list[str], rtpmap: str, pt: str, params: str) -> None:
+    lines[:] = [ln for ln in lines if not ln.startswith(f"a=fmtp:{pt} ")]
+    lines.insert(lines.index(rtpmap) + 1, f"a=fmtp:{pt} {params}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class RelayTrack(MediaStreamTrack):
         self._offset = 0
         self._last_pts: int | None = None
         self._step = VIDEO_CLOCK // 15 if self._video else AUDIO_CLOCK // 50
+        self._held = False
         self.stats = RelayStats()
 
     def push(self, frame: EncodedFrame, source: object) -> None:
@@ -66,6 +68,9 @@ class RelayTrack(MediaStreamTrack):
         if self._offset:
             frame = frame.shifted(self._offset)
         self._last_pts = frame.pts
+        if self._held:
+            self.stats.dropped += 1
+            return
         if self._need_keyframe:
             if not frame.is_keyframe:
                 self.stats.dropped += 1
@@ -100,6 +105,23 @@ class RelayTrack(MediaStreamTrack):
     def queued(self) -> int:
         """Frames waiting for the sender."""
         return len(self._queue)
+
+    def hold(self, on: bool) -> None:
+        """Stop forwarding (video for a receiver whose downlink carries audio only), or start
+        again from the next keyframe.  The sender pauses too, but that takes a signalling
+        round trip across the failing link; holding here takes effect at once."""
+        if on == self._held:
+            return
+        self._held = on
+        if on:
+            self.stats.dropped += len(self._queue)
+            self._queue.clear()
+        else:
+            self.restart_from_keyframe()
+
+    @property
+    def held(self) -> bool:
+        return self._held
 
     def restart_from_keyframe(self) -> None:
         """Drop what is queued and wait for a keyframe (a new receiver is starting)."""
@@ -149,15 +171,20 @@ class SenderView(MediaStreamTrack):
 
     aiortc stops a sender's track when its peer connection closes; a reconnecting seat gets a
     new peer connection, so each one reads through its own view and the relay track lives on.
+    ``wrap``, when set, rewrites each frame's data for this leg: Opus into RED (:mod:`.red`).
     """
 
     def __init__(self, relay: RelayTrack) -> None:
         super().__init__()
         self.kind = relay.kind
         self._relay = relay
+        self.wrap: Callable[[bytes, int], bytes] | None = None
 
     # aiortc types recv() as decoded frames or av.Packet; its senders take any packet-like object.
     async def recv(self) -> EncodedFrame:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
-        return await self._relay.recv()
+        frame = await self._relay.recv()
+        if self.wrap is not None:
+            frame = dataclasses.replace(frame, data=self.wrap(frame.data, frame.pts))
+        return frame

@@ -10,6 +10,7 @@ sending seat then decides that browser's step from its uplink and the other seat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -20,11 +21,14 @@ from media import MediaRoom, Peer, PeerState
 from media.adaptation import (
     AUDIO_ONLY,
     LADDER,
+    LOSS_SEVERE,
     Adapter,
+    BaseRtt,
     Change,
     Grade,
     LegSample,
     Step,
+    pace_kbps,
     step_for_bandwidth,
     worst,
 )
@@ -101,13 +105,22 @@ class LinkMonitor:
         self._counters: dict[Participant, _Counters] = {}
         self._server_up: dict[Participant, LegSample] = {}
         self._server_down: dict[Participant, LegSample] = {}
+        self._base_rtt: dict[Participant, BaseRtt] = {}
+        self._braked = asyncio.Event()
 
     def step(self, seat: Participant) -> Step:
         return self.adapters[seat].step
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._braked.wait(), self._interval)
+            if self._braked.is_set():
+                # A brake: apply the new steps at once, sample on the usual beat.
+                self._braked.clear()
+                for seat in Participant:
+                    await self._shape(seat)
+                continue
             await self.sample()
 
     # ------------------------------------------------------------------ inputs
@@ -122,6 +135,23 @@ class LinkMonitor:
         if index != adapter.step.index:
             adapter.step = LADDER[index]
             self._on_step(seat, Change(adapter.step, "start"))
+
+    def brake(self, seat: Participant, reason: str = "browser") -> None:
+        """``seat``'s link is collapsing (its page paused its video itself, or its uplink lost
+        too much for anything but audio): both directions of that link go to audio only at
+        once (the other seat's media comes down it), and come back by the usual healthy hold."""
+        now = self._clock()
+        for s in (seat, seat.other):
+            change = self.adapters[s].brake(now, reason)
+            if change is not None:
+                label = change.step.label
+                logger.info("room %s: %s sends %s (%s)", self._media.label, s, label, reason)
+                self._on_step(s, change)
+            elif s is seat:
+                # Already on audio only: say so again, so that a braking page that had not yet
+                # heard it lets go of its brake.
+                self._on_step(s, Change(self.adapters[s].step, reason))
+        self._braked.set()
 
     def set_low_bandwidth(self, on: bool) -> None:
         """The nurse's switch caps both directions: the spoke's link carries both."""
@@ -143,7 +173,9 @@ class LinkMonitor:
             if peer is None or peer.state is not PeerState.CONNECTED:
                 continue
             self._far_loss(seat, peer, now)
-            change = self.adapters[seat].update(self._path(seat, now), now)
+            path = self._path(seat, now)
+            logger.info("room %s: %s path %s", self._media.label, seat, path)
+            change = self.adapters[seat].update(path, now)
             if change is not None:
                 logger.info(
                     "room %s: %s sends %s (%s)",
@@ -153,7 +185,43 @@ class LinkMonitor:
                     change.reason,
                 )
                 self._on_step(seat, change)
+                if self._collapsed(seat, change, now):
+                    self.brake(seat, "loss")
+        for seat in Participant:
+            await self._shape(seat)
         self._on_network()
+
+    def _collapsed(self, seat: Participant, change: Change, now: float) -> bool:
+        """Whether ``seat``'s own uplink lost so much that only audio fits on it: the same link
+        carries the other seat's media down, which must then stop too (it is the spoke's
+        link, in practice, that fails both ways)."""
+        uplink = self._uplink(seat, now).loss
+        return (
+            change.step.index == AUDIO_ONLY
+            and change.reason == "loss"
+            and uplink is not None
+            and uplink >= LOSS_SEVERE
+        )
+
+    async def _shape(self, sender: Participant) -> None:
+        """What the server does of ``sender``'s step itself, without waiting for the page to
+        apply it: the video it relays is paced on the low steps and held while the step is
+        audio only (the receiver's downlink is free at once), and the sender's bandwidth
+        estimate is capped to what audio needs (over RTCP, so it arrives even when the step,
+        sent over the websocket, is stuck behind a collapsing link).  With both seats on audio
+        only, the audio relayed to the receiver goes without its redundant copy."""
+        step = self.adapters[sender].step
+        audio_only = step.index == AUDIO_ONLY
+        self._media.outbound[sender.other]["video"].hold(audio_only)
+        receiver = self._media.peer(sender.other)
+        if receiver is not None:
+            receiver.pace_video(pace_kbps(step))
+            # Audio only both ways: the link has no room for a second copy of each frame.
+            collapsed = audio_only and self.adapters[sender.other].step.index == AUDIO_ONLY
+            receiver.set_audio_redundancy(not collapsed)
+        peer = self._media.peer(sender)
+        if peer is not None and peer.state is PeerState.CONNECTED:
+            await peer.cap_estimate(step.wire_kbps if audio_only else None)
 
     async def _measure(self, seat: Participant) -> None:
         peer = self._media.peer(seat)
@@ -165,13 +233,14 @@ class LinkMonitor:
         stats = await peer.stats()
         kinds = ("audio", "video")
         inbound = [stats.get(f"inbound-rtp:{kind}", {}) for kind in kinds]
-        outbound = [stats.get(f"outbound-rtp:{kind}", {}) for kind in kinds]
         remote = [stats.get(f"remote-inbound-rtp:{kind}", {}) for kind in kinds]
         received = sum(s.get("packetsReceived", 0.0) for s in inbound)
         lost = sum(max(0.0, s.get("packetsLost", 0.0)) for s in inbound)
-        # What the browser's receiver reports say it lost of what we sent it, cumulatively:
-        # one report's fraction covers a handful of packets of a slow stream.
-        sent = sum(s.get("packetsSent", 0.0) for s in outbound)
+        # What the browser's receiver reports say it lost of what we sent it, cumulatively (one
+        # report's fraction covers a handful of packets of a slow stream), over what we had sent
+        # when each report came: both counts then cover the same span, however late the
+        # reports come over a congested uplink (what we sent in the meantime is not in it).
+        sent = sum(s.get("packetsReceived", 0.0) + s.get("packetsLost", 0.0) for s in remote)
         lost_far = sum(max(0.0, s.get("packetsLost", 0.0)) for s in remote)
         up_loss = down_loss = None
         silent = False
@@ -188,12 +257,21 @@ class LinkMonitor:
         rtts = [s["roundTripTime"] * 1000 for s in remote if s.get("roundTripTime")]
         jitter = inbound[0].get("jitter")
         rtt = max(rtts) if rtts else None
+        # The round trip holds both directions' queues; the uplink's is measured on its own,
+        # so the downlink's is what is left.  Each sender then steps down for its own queue.
+        up_queue = peer.uplink_queue_ms()
+        down_queue = None
+        if rtt is not None:
+            excess = self._base_rtt.setdefault(seat, BaseRtt()).excess(self._clock(), rtt)
+            if up_queue is not None:
+                down_queue = max(0.0, excess - up_queue)
         self._server_up[seat] = LegSample(
             loss=up_loss,
             rtt_ms=rtt,
             jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
+            queue_ms=up_queue,
         )
-        self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt)
+        self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt, queue_ms=down_queue)
 
     def _far_loss(self, sender: Participant, peer: Peer, now: float) -> None:
         """The sender's audio crosses the other seat's downlink after the server: report that

@@ -305,12 +305,18 @@ class LiveRoom:
         self._broadcast(RoomEvent("network"))
 
     def link_report(
-        self, seat: Participant, report: ClientReport, probe_kbps: float | None
+        self,
+        seat: Participant,
+        report: ClientReport,
+        probe_kbps: float | None,
+        brake: bool = False,
     ) -> None:
         self._require_live()
         self.links.report(seat, report)
         if probe_kbps is not None and self._settings.link_tuning:
             self.links.probe(seat, probe_kbps)
+        if brake and self._settings.link_tuning:
+            self.links.brake(seat)
 
     def set_low_bandwidth(self, seat: Participant, on: bool) -> None:
         """The nurse's switch (the spoke's link is the weak one)."""

@@ -152,6 +152,9 @@ class LinkReport(_In):
     in_fps: Annotated[float, Field(ge=0, le=240)] | None = None
     #: The pre-call check's measurement of the uplink to the server.
     probe_kbps: Kbps | None = None
+    #: The page paused its own video at once: its uplink estimate fell far below what it was
+    #: sending (a link collapsing faster than the server's reports can follow).
+    brake: Annotated[bool, Field(strict=True)] = False
 
 
 class GetIceServers(_In):

@@ -562,7 +562,7 @@ class Session:
             in_jitter_ms=msg.in_jitter_ms,
             in_fps=msg.in_fps,
         )
-        room.link_report(seat, report, msg.probe_kbps)
+        room.link_report(seat, report, msg.probe_kbps, brake=msg.brake)
         # Reports are frequent and need no reply unless the client asked for one.
         if msg.id is not None:
             self.post(m.Pong(re=msg.id))

@@ -10,6 +10,7 @@ from media.adaptation import (
     Adapter,
     Grade,
     LegSample,
+    OneWayDelay,
     step_for_bandwidth,
     worst,
 )
@@ -143,7 +144,9 @@ def test_pre_call_measurement_picks_the_starting_rung() -> None:
     assert step_for_bandwidth(2000) == 0
     assert step_for_bandwidth(400) == 1
     assert step_for_bandwidth(300) == 2
-    assert step_for_bandwidth(200) == 2
+    assert step_for_bandwidth(210) == 2
+    # Audio as RED costs twice its Opus rate: 320x180 at 10 fps no longer fits in 200.
+    assert step_for_bandwidth(200) == 3
     assert step_for_bandwidth(150) == 3
     assert step_for_bandwidth(60) == AUDIO_ONLY
 
@@ -177,3 +180,42 @@ def test_severe_loss_right_after_a_step_for_delay_is_not_kept_waiting() -> None:
     b = Adapter(now=0.0)
     assert b.update(LegSample(loss=0.3, rtt_ms=80), 2.0) is not None
     assert b.update(LegSample(loss=0.3, rtt_ms=80), 4.0) is None
+
+
+def arrivals(delay: OneWayDelay, start_s: float, seconds: float, extra_s: float = 0.0) -> float:
+    """Audio packets every 20 ms from ``start_s`` (media time), each ``extra_s`` late; the
+    sender's clock is far from ours and its timestamps wrap on the way."""
+    t = start_s
+    while t < start_s + seconds:
+        timestamp = (int(t * 48_000) + (1 << 32) - 48_000) % (1 << 32)
+        delay.packet(1000.0 + t + 0.05 + extra_s, timestamp)
+        t += 0.02
+    return t
+
+
+def test_one_way_delay_sees_a_standing_queue_not_a_burst() -> None:
+    delay = OneWayDelay(48_000)
+    assert delay.queue_ms(1000.0) is None
+    t = arrivals(delay, 0.0, 3.0)
+    assert delay.queue_ms(1000.0 + t) == 0.0
+    # A keyframe's burst: a few packets 150 ms late, then the queue drains.
+    t = arrivals(delay, t, 0.1, extra_s=0.15)
+    t = arrivals(delay, t, 1.5)
+    assert delay.queue_ms(1000.0 + t) == 0.0
+    # A sender above the link's rate: the queue stays near 200 ms.
+    t = arrivals(delay, t, 2.0, extra_s=0.2)
+    assert 190 <= (delay.queue_ms(1000.0 + t) or 0) <= 210
+    # Nothing arrives: nothing to say.
+    assert delay.queue_ms(1000.0 + t + 2.0) is None
+
+
+def test_a_queue_on_the_other_direction_is_not_the_senders() -> None:
+    # The round trip grows by 400 ms, but the sender's own direction has no queue: no step.
+    adapter = Adapter(0.0, start=1)
+    t = feed(adapter, LegSample(loss=0.0, rtt_ms=300, queue_ms=0.0), 0.0, 10)
+    feed(adapter, LegSample(loss=0.0, rtt_ms=700, queue_ms=10.0), t, 10)
+    assert [reason for _, _, reason in adapter.history] == ["start", "recovered"]
+    # Its own direction's standing queue steps it down.
+    change = adapter.update(LegSample(loss=0.0, rtt_ms=700, queue_ms=180.0), t + 20)
+    assert change is not None
+    assert (change.reason, change.step.index) == ("delay", 1)

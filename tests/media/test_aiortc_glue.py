@@ -11,15 +11,17 @@ import inspect
 import queue
 import threading
 from fractions import Fraction
+from typing import Any
 
 import aiortc
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
 
 from media import aiortc_glue
 from media.frames import EncodedFrame
 from media.peer import OPUS_FMTP, _tune_answer
 from media.watchdog import AssembledFrame
+from tests.helpers import ClockVideoTrack
 
 
 def test_aiortc_version_is_the_tested_one() -> None:
@@ -214,6 +216,91 @@ async def test_receiver_reports_carry_the_far_legs_loss() -> None:
                 break
             await asyncio.sleep(0.1)
         assert await reported() == [51]  # 0.2 of 256
+    finally:
+        await asyncio.gather(sender_pc.close(), receiver_pc.close())
+        for task in sinks:
+            task.cancel()
+        await asyncio.gather(*sinks, return_exceptions=True)
+
+
+def test_the_pacer_spaces_packets_at_its_rate() -> None:
+    now = [0.0]
+    pacer = aiortc_glue.Pacer(90, clock=lambda: now[0])
+    # A 12-packet keyframe at once: the first leave within the burst allowance, the rest at
+    # 90 kbit/s, 1200 bytes every 0.107 s.
+    waits = [pacer.delay(1200) for _ in range(12)]
+    gap = 1200 * 8 / 90_000
+    assert waits[:1] == [0.0]
+    assert all(
+        abs(w - max(0.0, i * gap - aiortc_glue.PACE_BURST_S)) < 1e-9 for i, w in enumerate(waits)
+    )
+    # Once it has drained, a small packet leaves at once.
+    now[0] += 12 * gap
+    assert pacer.delay(200) == 0.0
+
+
+def test_answer_gets_red_parameters_for_the_opus_it_carries() -> None:
+    sdp = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 63 111\r\n"
+        "a=rtpmap:63 red/48000/2\r\na=rtpmap:111 opus/48000/2\r\n"
+    )
+    tuned = _tune_answer(sdp)
+    assert "a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n" in tuned
+    assert f"a=fmtp:111 {OPUS_FMTP}" in tuned
+
+
+def test_remb_above_a_cap_is_lowered_and_others_pass() -> None:
+    remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [7]))
+    capped = aiortc_glue._capped(remb, 40_000)
+    assert unpack_remb_fci(capped.fci) == (40_000, [7])
+    assert aiortc_glue._capped(remb, 500_000) is remb
+    pli = RtcpPsfbPacket(fmt=1, ssrc=1, media_ssrc=7)
+    assert aiortc_glue._capped(pli, 40_000) is pli
+
+
+async def test_a_capped_receiver_tells_its_sender_at_once() -> None:
+    """The cap reaches the sending peer as a REMB within a round trip, and aiortc's own later
+    estimates never go above it."""
+    aiortc_glue.install()
+    sender_pc, receiver_pc = RTCPeerConnection(), RTCPeerConnection()
+    sender = sender_pc.addTrack(ClockVideoTrack(width=160, height=120))
+    heard: list[int] = []
+    stock = sender._handle_rtcp_packet
+
+    async def record(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            heard.append(unpack_remb_fci(packet.fci)[0])
+        await stock(packet)
+
+    sender._handle_rtcp_packet = record  # type: ignore[method-assign]
+    sinks: list[asyncio.Task[None]] = []
+
+    async def drain(track: aiortc.MediaStreamTrack) -> None:
+        with contextlib.suppress(aiortc.mediastreams.MediaStreamError):
+            while True:
+                await track.recv()
+
+    receiver_pc.on("track", lambda track: sinks.append(asyncio.ensure_future(drain(track))))
+    try:
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        receiver = receiver_pc.getTransceivers()[0].receiver
+        for _ in range(100):
+            if receiver.getSynchronizationSources():
+                break
+            await asyncio.sleep(0.05)
+        before = len(heard)
+        await aiortc_glue.cap_remb(receiver, 40)
+        for _ in range(40):
+            if len(heard) > before:
+                break
+            await asyncio.sleep(0.05)
+        assert heard[before] == 40_000
+        await asyncio.sleep(1.5)  # aiortc's estimator goes on sending its own
+        assert max(heard[before:]) <= 40_000
+        await aiortc_glue.cap_remb(receiver, None)
     finally:
         await asyncio.gather(sender_pc.close(), receiver_pc.close())
         for task in sinks:

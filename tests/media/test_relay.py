@@ -104,3 +104,21 @@ def test_keyframe_requests_are_rate_limited() -> None:
     limiter()
     limiter()
     assert unsent.count == 2
+
+
+async def test_a_held_track_forwards_nothing_and_restarts_on_a_keyframe() -> None:
+    requests = Requests()
+    track = RelayTrack("video", requests, "t")
+    src = object()
+    track.push(frame(0, key=True), src)
+    track.hold(True)
+    assert track.held
+    assert track.queued == 0  # what waited is dropped with the hold
+    track.push(frame(6000, key=True), src)
+    assert track.queued == 0
+    track.hold(False)
+    assert requests.count == 1  # a keyframe is asked for at once
+    track.push(frame(12000), src)  # not decodable alone
+    track.push(frame(18000, key=True), src)
+    assert (await track.recv()).pts == 18000
+    assert track.stats.dropped == 3

@@ -95,3 +95,47 @@ async def test_link_messages_need_a_seat(
     assert (await error_for(doctor, "get_ice_servers"))["code"] == "forbidden"
     await doctor.close()
     await client.close()
+
+
+async def test_a_page_brake_puts_both_seats_on_audio_only_at_once(
+    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
+) -> None:
+    client = await start(aiohttp_client, redis_url)
+    app = client.server.app
+    nurse, doctor, room_id = await register_and_call(client)
+    spoke_peer = await join_with_media(nurse, room_id)
+    hub_peer = await join_with_media(doctor, room_id)
+    await asyncio.gather(spoke_peer.wait_for(video=10, audio=20), hub_peer.wait_for(10, 20))
+    live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
+    assert live is not None
+    relays = live.media.outbound
+    assert not relays[Participant.HUB]["video"].held
+
+    # The nurse's page saw its uplink collapse and paused its own video.
+    assert (await error_for(nurse, "link_report", brake=1))["code"] == "bad_message"
+    await nurse.send("link_report", brake=True)
+    spoke = await quality_for(nurse, "spoke", reason="browser")
+    assert (spoke["step"], spoke["video"]) == (4, False)
+    hub = await quality_for(doctor, "hub", reason="browser")
+    assert (hub["step"], hub["video"]) == (4, False)
+    # The server stops relaying video both ways without waiting for the pages, and caps what
+    # each browser may send to what audio needs.
+    for _ in range(50):
+        if relays[Participant.HUB]["video"].held and relays[Participant.SPOKE]["video"].held:
+            break
+        await asyncio.sleep(0.1)
+    assert relays[Participant.HUB]["video"].held
+    assert relays[Participant.SPOKE]["video"].held
+    spoke_server_peer = live.media.peer(Participant.SPOKE)
+    assert spoke_server_peer is not None
+    assert spoke_server_peer._estimate_cap is not None
+
+    # A page that brakes again, already on audio only, hears its step again.
+    await nurse.send("link_report", brake=True)
+    again = await quality_for(nurse, "spoke", reason="browser")
+    assert again["step"] == 4
+
+    await doctor.request("hangup", "room_ended")
+    await wait_ended(app)
+    await asyncio.gather(spoke_peer.close(), hub_peer.close(), nurse.close(), doctor.close())
+    await client.close()

@@ -40,13 +40,16 @@ function showState(key, state) {
   conn.dataset.state = state;
 }
 
-// Only codecs the server relays without transcoding.
+// Only codecs the server relays without transcoding, in this order: RED before Opus, so that
+// audio carries a copy of the previous frame and a single lost packet costs nothing.
 function preferCodecs(transceiver, kind) {
   if (!RTCRtpReceiver.getCapabilities || !transceiver.setCodecPreferences) return;
-  const wanted = kind === "video" ? ["video/vp8", "video/rtx"] : ["audio/opus"];
+  const wanted = kind === "video" ? ["video/vp8", "video/rtx"] : ["audio/red", "audio/opus"];
+  const rank = (c) => wanted.indexOf(c.mimeType.toLowerCase());
   const codecs = RTCRtpReceiver.getCapabilities(kind).codecs
-    .filter((c) => wanted.includes(c.mimeType.toLowerCase()));
-  if (codecs.length) transceiver.setCodecPreferences(codecs);
+    .filter((c) => rank(c) >= 0)
+    .sort((a, b) => rank(a) - rank(b));
+  if (codecs.some((c) => rank(c) === (kind === "video" ? 0 : 1))) transceiver.setCodecPreferences(codecs);
 }
 
 function gatheringDone(peer, timeoutMs) {
@@ -126,17 +129,21 @@ const stepText = document.getElementById("step");
 const lowBandwidth = document.getElementById("low-bandwidth");
 const steps = { spoke: null, hub: null };
 
-// The server's step for our seat, applied to the camera's sender (audio is never touched).
+// The server's step for our seat (or the brake's, below), applied to the camera's sender and to
+// the microphone's bitrate.
 async function applyStep() {
   if (!videoSender || !ownStep) return;
+  const step = braked
+    ? { ...ownStep, video: false, audio_kbps: Math.min(ownStep.audio_kbps, BRAKE_AUDIO_KBPS) }
+    : ownStep;
   const params = videoSender.getParameters();
   if (!params.encodings || !params.encodings.length) params.encodings = [{}];
   const e = params.encodings[0];
-  e.active = ownStep.video;
-  if (ownStep.video) {
-    e.maxBitrate = ownStep.max_bitrate_kbps * 1000;
-    e.scaleResolutionDownBy = ownStep.scale_down;
-    e.maxFramerate = ownStep.max_fps;
+  e.active = step.video;
+  if (step.video) {
+    e.maxBitrate = step.max_bitrate_kbps * 1000;
+    e.scaleResolutionDownBy = step.scale_down;
+    e.maxFramerate = step.max_fps;
   }
   try {
     await videoSender.setParameters(params);
@@ -144,7 +151,7 @@ async function applyStep() {
       // On the weakest links audio gives up a little too, so that it fits with its headers.
       const audio = audioSender.getParameters();
       if (!audio.encodings || !audio.encodings.length) audio.encodings = [{}];
-      audio.encodings[0].maxBitrate = ownStep.audio_kbps * 1000;
+      audio.encodings[0].maxBitrate = step.audio_kbps * 1000;
       await audioSender.setParameters(audio);
     }
   } catch (err) {
@@ -176,6 +183,8 @@ signal.on("quality", (msg) => {
   if (diag.steps.length > DIAG_STEPS) diag.steps.shift();
   steps[msg.seat] = msg;
   if (msg.seat === document.body.dataset.seat) {
+    if (braked && !msg.video) braked = false;  // the server has caught up with the brake
+    if (ownStep && !ownStep.video && msg.video) brakeQuietUntil = performance.now() + BRAKE_QUIET_MS;
     ownStep = msg;
     applyStep();
   }
@@ -249,6 +258,51 @@ async function reportLinks() {
   signal.notify("link_report", out);
 }
 setInterval(() => { reportLinks().catch(() => { /* the next report tries again */ }); }, REPORT_MS);
+
+// The brake.  A village link that collapses (to a few tens of kbit/s) shows in the browser's
+// own estimate of its uplink within a second or two, long before the server's reports, which
+// cross the same failing link, can say so.  Video cannot fit beside audio below BRAKE_KBPS:
+// the page pauses it and lowers its audio at once, and tells the server, which puts both
+// seats on audio only.  Video comes back by the server's usual healthy hold; for a while after
+// it does, the estimate (low while only audio was sent) is given time to grow again.
+const BRAKE_KBPS = 80;
+const BRAKE_CHECKS = 2;        // one a second, in a row
+const BRAKE_AUDIO_KBPS = 8;    // the audio-only rung's Opus rate
+const BRAKE_QUIET_MS = 10000;
+const BRAKE_GIVE_UP_MS = 60000;  // a server that never answers the brake does not hold it
+let braked = false;
+let brakedAt = 0;
+let brakeCount = 0;
+let brakeQuietUntil = 0;
+async function watchBrake() {
+  const now = performance.now();
+  if (braked && now - brakedAt > BRAKE_GIVE_UP_MS) {
+    braked = false;
+    await applyStep();
+  }
+  if (!pc || ended || pc.connectionState !== "connected" || braked || !ownStep || !ownStep.video
+      || now < brakeQuietUntil) {
+    brakeCount = 0;
+    return;
+  }
+  const report = await pc.getStats();
+  let estimate = null;
+  report.forEach((r) => {
+    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded" && r.availableOutgoingBitrate) {
+      estimate = r.availableOutgoingBitrate / 1000;
+    }
+  });
+  // Far below (the server caps the estimate so when it puts us on audio only): brake at once.
+  if (estimate == null || estimate >= BRAKE_KBPS) brakeCount = 0;
+  else brakeCount += estimate < BRAKE_KBPS / 2 ? BRAKE_CHECKS : 1;
+  if (brakeCount < BRAKE_CHECKS) return;
+  brakeCount = 0;
+  braked = true;
+  brakedAt = now;
+  await applyStep();
+  signal.notify("link_report", { brake: true });
+}
+setInterval(() => { watchBrake().catch(() => { /* the next check tries again */ }); }, 1000);
 
 // The pre-call check's measurement of our uplink, if it is recent: where our video starts.
 function probeKbps() {
