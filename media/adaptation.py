@@ -81,6 +81,10 @@ def pace_kbps(step: Step) -> float | None:
 LOSS_DOWN = 0.10
 #: Loss in one report at which it steps down two rungs at once.
 LOSS_SEVERE = 0.25
+#: Loss in one report that says the link carries a fraction of what is sent: it steps down
+#: again without waiting for :data:`DOWN_SPACING_S` (a 60 kbit/s link must reach audio only in
+#: seconds, two reports at most).
+LOSS_COLLAPSE = 0.5
 #: Loss below which the links count as healthy.  Rural links lose a few per cent whatever is
 #: sent (RED, Opus FEC and NACK absorb it): only loss that grows with the rate is congestion.
 #: A poor link loses 5 % with audio alone: below this, video may come back.
@@ -330,7 +334,9 @@ class Adapter:
         if index < AUDIO_ONLY:
             # A step for delay is one rung taken on a guess; severe loss right after it says
             # what the link carries and is not made to wait for the spacing.
-            severe = raw >= LOSS_SEVERE and (spaced or self._last_down_reason == "delay")
+            severe = raw >= LOSS_SEVERE and (
+                spaced or self._last_down_reason == "delay" or raw >= LOSS_COLLAPSE
+            )
             if severe or (spaced and loss >= LOSS_DOWN):
                 # Congestion loss says what the link carries: what was sent, less what was
                 # lost.  Go straight to the step that fits, at least one down.

@@ -209,14 +209,16 @@ class Peer:
 
     async def cap_estimate(self, kbps: float | None) -> None:
         """Cap the bandwidth estimate the browser gets from the server (REMB, over RTCP: it
-        arrives within a round trip however congested the websocket is); ``None`` lifts it."""
+        arrives within a round trip however congested the websocket is); ``None`` lifts it.
+        Each call while capped sends the cap again: on a failing link one may be lost."""
         receiver = self.receivers.get("video")
-        if receiver is None or self._closed or kbps == self._estimate_cap:
+        if receiver is None or self._closed or (kbps is None and self._estimate_cap is None):
             return
+        if kbps != self._estimate_cap:
+            cap = "lifted" if kbps is None else f"{kbps:g} kbit/s"
+            logger.info("peer %s: bandwidth estimate cap %s", self.label, cap)
         self._estimate_cap = kbps
         await aiortc_glue.cap_remb(receiver, kbps)
-        cap = "lifted" if kbps is None else f"{kbps:g} kbit/s"
-        logger.info("peer %s: bandwidth estimate cap %s", self.label, cap)
 
     def uplink_queue_ms(self) -> float | None:
         """The standing queue on the browser's uplink, from its audio's arrival times (``None``

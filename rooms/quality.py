@@ -35,9 +35,17 @@ from media.adaptation import (
 
 logger = logging.getLogger(__name__)
 
-REPORT_S = 2.0
+#: How often the links are sampled and the steps decided: a link that collapses must be seen
+#: within a second (the pages report every two seconds, and the indicators follow that).
+REPORT_S = 1.0
+#: The pages' indicators (``network``) go out every this many samples: every two seconds.
+NETWORK_EVERY = 2
+#: The bandwidth estimate (REMB) a browser on audio only gets, again every sample: below the
+#: pages' brake threshold (consult.js), so that its page pauses its video at its next check.
+#: Audio is not held to it (without transport-wide feedback a browser's audio keeps its rate).
+AUDIO_ONLY_ESTIMATE_KBPS = 24.0
 #: A browser's report older than this no longer describes its link.
-STALE_S = 3 * REPORT_S
+STALE_S = 6.0
 _AUDIO_CLOCK_PER_MS = 48.0
 
 
@@ -67,6 +75,8 @@ class LegView:
 
 #: Fewer packets than this in an interval say too little about loss to act on.
 MIN_PACKETS = 50
+#: How long a downlink's loss stands for it when no new receiver report has come.
+DOWN_LOSS_KEPT_S = 3.0
 
 
 @dataclasses.dataclass
@@ -79,6 +89,10 @@ class _Counters:
     #: Nothing arrived in the last interval (an outage): the next interval's count of lost
     #: packets includes the whole outage and says nothing of the link as it is now.
     silent: bool = False
+    #: The downlink's last measured loss and when: receiver reports come about once a second
+    #: (audio's every few), so a sample without a new one keeps the last for a while.
+    down_loss: float | None = None
+    down_at: float = 0.0
 
 
 class LinkMonitor:
@@ -107,6 +121,7 @@ class LinkMonitor:
         self._server_down: dict[Participant, LegSample] = {}
         self._base_rtt: dict[Participant, BaseRtt] = {}
         self._braked = asyncio.Event()
+        self._samples = 0
 
     def step(self, seat: Participant) -> Step:
         return self.adapters[seat].step
@@ -174,7 +189,7 @@ class LinkMonitor:
                 continue
             self._far_loss(seat, peer, now)
             path = self._path(seat, now)
-            logger.info("room %s: %s path %s", self._media.label, seat, path)
+            logger.debug("room %s: %s path %s", self._media.label, seat, path)
             change = self.adapters[seat].update(path, now)
             if change is not None:
                 logger.info(
@@ -189,7 +204,9 @@ class LinkMonitor:
                     self.brake(seat, "loss")
         for seat in Participant:
             await self._shape(seat)
-        self._on_network()
+        self._samples += 1
+        if self._samples % NETWORK_EVERY == 0:
+            self._on_network()
 
     def _collapsed(self, seat: Participant, change: Change, now: float) -> bool:
         """Whether ``seat``'s own uplink lost so much that only audio fits on it: the same link
@@ -221,7 +238,7 @@ class LinkMonitor:
             receiver.set_audio_redundancy(not collapsed)
         peer = self._media.peer(sender)
         if peer is not None and peer.state is PeerState.CONNECTED:
-            await peer.cap_estimate(step.wire_kbps if audio_only else None)
+            await peer.cap_estimate(AUDIO_ONLY_ESTIMATE_KBPS if audio_only else None)
 
     async def _measure(self, seat: Participant) -> None:
         peer = self._media.peer(seat)
@@ -244,6 +261,8 @@ class LinkMonitor:
         lost_far = sum(max(0.0, s.get("packetsLost", 0.0)) for s in remote)
         up_loss = down_loss = None
         silent = False
+        now = self._clock()
+        down_at = now
         last = self._counters.get(seat)
         if last is not None and last.peer is peer:
             d_received, d_lost = received - last.received, max(0.0, lost - last.lost)
@@ -253,7 +272,15 @@ class LinkMonitor:
             d_sent, d_lost_far = sent - last.sent, max(0.0, lost_far - last.lost_far)
             if not last.silent and d_sent >= MIN_PACKETS:
                 down_loss = min(1.0, d_lost_far / d_sent)
-        self._counters[seat] = _Counters(peer, received, lost, sent, lost_far, silent)
+            elif not last.silent:
+                # Too few reported since: count on from the same point next time, and keep the
+                # last figure while it is recent.
+                sent, lost_far, down_at = last.sent, last.lost_far, last.down_at
+                if now - last.down_at <= DOWN_LOSS_KEPT_S:
+                    down_loss = last.down_loss
+        self._counters[seat] = _Counters(
+            peer, received, lost, sent, lost_far, silent, down_loss, down_at
+        )
         rtts = [s["roundTripTime"] * 1000 for s in remote if s.get("roundTripTime")]
         jitter = inbound[0].get("jitter")
         rtt = max(rtts) if rtts else None

@@ -219,3 +219,18 @@ def test_a_queue_on_the_other_direction_is_not_the_senders() -> None:
     change = adapter.update(LegSample(loss=0.0, rtt_ms=700, queue_ms=180.0), t + 20)
     assert change is not None
     assert (change.reason, change.step.index) == ("delay", 1)
+
+
+def test_a_collapsed_link_steps_again_without_the_spacing() -> None:
+    adapter = Adapter(0.0, start=1)
+    first = adapter.update(LegSample(loss=0.45, rtt_ms=400), 2.0)
+    assert first is not None
+    assert first.step.index == 2
+    # Two seconds later a quarter is still lost: the spacing holds...
+    held = Adapter(0.0, start=1)
+    held.update(LegSample(loss=0.45, rtt_ms=400), 2.0)
+    assert held.update(LegSample(loss=0.3, rtt_ms=400), 4.0) is None
+    # ...but half lost says the link carries a fraction of it: on at once.
+    again = adapter.update(LegSample(loss=0.6, rtt_ms=400), 4.0)
+    assert again is not None
+    assert again.step.index == AUDIO_ONLY

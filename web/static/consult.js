@@ -261,12 +261,15 @@ setInterval(() => { reportLinks().catch(() => { /* the next report tries again *
 
 // The brake.  A village link that collapses (to a few tens of kbit/s) shows in the browser's
 // own estimate of its uplink within a second or two, long before the server's reports, which
-// cross the same failing link, can say so.  Video cannot fit beside audio below BRAKE_KBPS:
-// the page pauses it and lowers its audio at once, and tells the server, which puts both
-// seats on audio only.  Video comes back by the server's usual healthy hold; for a while after
+// cross the same failing link, can say so; and the server, when it puts us on audio only,
+// caps that estimate (REMB, over RTCP) below BRAKE_KBPS, which reaches us within a round trip
+// where its `quality` message may be stuck behind the link's TCP retransmissions.  Video cannot
+// fit beside audio below BRAKE_KBPS (a poor link of 150 kbit/s has estimates down to about 40
+// while it settles): the page pauses it and lowers its audio at once, and tells the server,
+// which puts both seats on audio only.  Video comes back by the server's usual healthy hold; for a while after
 // it does, the estimate (low while only audio was sent) is given time to grow again.
-const BRAKE_KBPS = 80;
-const BRAKE_CHECKS = 2;        // one a second, in a row
+const BRAKE_KBPS = 25;
+const BRAKE_CHECKS = 1;
 const BRAKE_AUDIO_KBPS = 8;    // the audio-only rung's Opus rate
 const BRAKE_QUIET_MS = 10000;
 const BRAKE_GIVE_UP_MS = 60000;  // a server that never answers the brake does not hold it
@@ -280,8 +283,9 @@ async function watchBrake() {
     braked = false;
     await applyStep();
   }
-  if (!pc || ended || pc.connectionState !== "connected" || braked || !ownStep || !ownStep.video
-      || now < brakeQuietUntil) {
+  // "disconnected" too: a flooded link loses ICE's consent checks first.
+  const up = pc && ["connected", "disconnected"].includes(pc.connectionState);
+  if (!up || ended || braked || !ownStep || !ownStep.video || now < brakeQuietUntil) {
     brakeCount = 0;
     return;
   }
@@ -292,9 +296,7 @@ async function watchBrake() {
       estimate = r.availableOutgoingBitrate / 1000;
     }
   });
-  // Far below (the server caps the estimate so when it puts us on audio only): brake at once.
-  if (estimate == null || estimate >= BRAKE_KBPS) brakeCount = 0;
-  else brakeCount += estimate < BRAKE_KBPS / 2 ? BRAKE_CHECKS : 1;
+  brakeCount = estimate != null && estimate < BRAKE_KBPS ? brakeCount + 1 : 0;
   if (brakeCount < BRAKE_CHECKS) return;
   brakeCount = 0;
   braked = true;
