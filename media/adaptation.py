@@ -70,21 +70,23 @@ PACE_FACTOR = 1.5
 
 
 def pace_kbps(step: Step) -> float | None:
-    """The pace for video relayed from a sender at ``step`` (``None``: unpaced)."""
+    """The pace for video relayed from a sender at ``step`` (``None``: unpaced; 0: nothing,
+    not even retransmissions of what was sent before the pause, on audio only)."""
     if step.index < PACE_FROM_STEP:
         return None
-    video = step.max_bitrate_kbps or LADDER[AUDIO_ONLY - 1].max_bitrate_kbps
-    return video * PACE_FACTOR
+    return step.max_bitrate_kbps * PACE_FACTOR
 
 
 #: Loss (smoothed over reports) from which the sender steps down.
 LOSS_DOWN = 0.10
 #: Loss in one report at which it steps down two rungs at once.
 LOSS_SEVERE = 0.25
-#: Loss in one report that says the link carries a fraction of what is sent: it steps down
-#: again without waiting for :data:`DOWN_SPACING_S` (a 60 kbit/s link must reach audio only in
-#: seconds, two reports at most).
+#: Loss in one report that says the link carries a fraction of what is sent, on a path that
+#: carried less than :data:`COLLAPSE_KBPS` (or whose rate is not known): it steps down again
+#: without waiting for :data:`DOWN_SPACING_S` (a 60 kbit/s link must reach audio only in
+#: seconds).  A poor link of 150 kbit/s overloaded at first loses as much, but carries more.
 LOSS_COLLAPSE = 0.5
+COLLAPSE_KBPS = 90.0
 #: Loss below which the links count as healthy.  Rural links lose a few per cent whatever is
 #: sent (RED, Opus FEC and NACK absorb it): only loss that grows with the rate is congestion.
 #: A poor link loses 5 % with audio alone: below this, video may come back.
@@ -139,6 +141,9 @@ class LegSample:
     #: The queue on this leg's own direction, in ms, where it can be told apart from the other
     #: direction's (the round trip holds both): :class:`OneWayDelay` for an uplink.
     queue_ms: float | None = None
+    #: What the leg delivered over the interval, headers included, as the server counted it
+    #: (uplinks only).
+    carried_kbps: float | None = None
 
     def grade(self) -> Grade:
         if self.loss is None and self.rtt_ms is None:
@@ -169,7 +174,16 @@ def worst(*samples: LegSample) -> LegSample:
         kbps=pick([s.kbps for s in samples], False),
         available_kbps=pick([s.available_kbps for s in samples], False),
         queue_ms=pick([s.queue_ms for s in samples], True),
+        carried_kbps=pick([s.carried_kbps for s in samples], False),
     )
+
+
+def collapsed(link: LegSample) -> bool:
+    """Whether ``link`` lost half of what was sent while carrying little: a link far below
+    even the low rungs (video has no room on it), not one briefly overloaded."""
+    if link.loss is None or link.loss < LOSS_COLLAPSE:
+        return False
+    return link.carried_kbps is None or link.carried_kbps < COLLAPSE_KBPS
 
 
 class _WindowMin:
@@ -335,7 +349,7 @@ class Adapter:
             # A step for delay is one rung taken on a guess; severe loss right after it says
             # what the link carries and is not made to wait for the spacing.
             severe = raw >= LOSS_SEVERE and (
-                spaced or self._last_down_reason == "delay" or raw >= LOSS_COLLAPSE
+                spaced or self._last_down_reason == "delay" or collapsed(link)
             )
             if severe or (spaced and loss >= LOSS_DOWN):
                 # Congestion loss says what the link carries: what was sent, less what was

@@ -243,7 +243,8 @@ PACE_BURST_S = 0.02
 
 
 class Pacer:
-    """Spaces one sender's RTP packets to at most :attr:`kbps` (retransmissions included).
+    """Spaces one sender's RTP packets to at most :attr:`kbps` (retransmissions included); at
+    0 none is sent.
 
     A browser on a weak downlink gets the video relayed to it no faster than its link's share:
     a keyframe, ten times an ordinary frame, is spread over a few hundred milliseconds instead
@@ -277,6 +278,8 @@ class _PacedTransport:
 
     async def _send_rtp(self, data: bytes) -> None:
         if len(data) > 1 and not 192 <= data[1] <= 223:  # RTCP is not paced (RFC 5761)
+            if self._pacer.kbps <= 0:
+                return  # held: not even retransmissions cross a link that has no room
             wait = self._pacer.delay(len(data))
             if wait > 0:
                 await asyncio.sleep(wait)

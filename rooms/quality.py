@@ -21,13 +21,13 @@ from media import MediaRoom, Peer, PeerState
 from media.adaptation import (
     AUDIO_ONLY,
     LADDER,
-    LOSS_SEVERE,
     Adapter,
     BaseRtt,
     Change,
     Grade,
     LegSample,
     Step,
+    collapsed,
     pace_kbps,
     step_for_bandwidth,
     worst,
@@ -75,6 +75,9 @@ class LegView:
 
 #: Fewer packets than this in an interval say too little about loss to act on.
 MIN_PACKETS = 50
+#: What an RTP packet costs on the wire beyond its payload: IPv4, UDP, RTP with its header
+#: extensions, the SRTP tag.
+PACKET_BYTES = 60
 #: How long a downlink's loss stands for it when no new receiver report has come.
 DOWN_LOSS_KEPT_S = 3.0
 
@@ -89,6 +92,9 @@ class _Counters:
     #: Nothing arrived in the last interval (an outage): the next interval's count of lost
     #: packets includes the whole outage and says nothing of the link as it is now.
     silent: bool = False
+    #: Bytes on the wire (payload and headers) received from the browser, and when.
+    wire_in: float = 0.0
+    at: float = 0.0
     #: The downlink's last measured loss and when: receiver reports come about once a second
     #: (audio's every few), so a sample without a new one keeps the last for a while.
     down_loss: float | None = None
@@ -209,15 +215,13 @@ class LinkMonitor:
             self._on_network()
 
     def _collapsed(self, seat: Participant, change: Change, now: float) -> bool:
-        """Whether ``seat``'s own uplink lost so much that only audio fits on it: the same link
-        carries the other seat's media down, which must then stop too (it is the spoke's
-        link, in practice, that fails both ways)."""
-        uplink = self._uplink(seat, now).loss
+        """Whether ``seat``'s own uplink collapsed (see :func:`collapsed`) into audio only: the
+        same link carries the other seat's media down, which must then stop too (it is the
+        spoke's link, in practice, that fails both ways)."""
         return (
             change.step.index == AUDIO_ONLY
             and change.reason == "loss"
-            and uplink is not None
-            and uplink >= LOSS_SEVERE
+            and collapsed(self._server_up.get(seat, LegSample()))
         )
 
     async def _shape(self, sender: Participant) -> None:
@@ -259,16 +263,19 @@ class LinkMonitor:
         # reports come over a congested uplink (what we sent in the meantime is not in it).
         sent = sum(s.get("packetsReceived", 0.0) + s.get("packetsLost", 0.0) for s in remote)
         lost_far = sum(max(0.0, s.get("packetsLost", 0.0)) for s in remote)
-        up_loss = down_loss = None
+        up_loss = down_loss = up_kbps = None
         silent = False
         now = self._clock()
         down_at = now
+        wire_in = sum(s.get("bytesReceived", 0.0) for s in inbound) + received * PACKET_BYTES
         last = self._counters.get(seat)
         if last is not None and last.peer is peer:
             d_received, d_lost = received - last.received, max(0.0, lost - last.lost)
             silent = d_received <= 0
             if not last.silent and d_received + d_lost >= MIN_PACKETS:
                 up_loss = d_lost / (d_received + d_lost)
+                if now > last.at:
+                    up_kbps = (wire_in - last.wire_in) * 8 / 1000 / (now - last.at)
             d_sent, d_lost_far = sent - last.sent, max(0.0, lost_far - last.lost_far)
             if not last.silent and d_sent >= MIN_PACKETS:
                 down_loss = min(1.0, d_lost_far / d_sent)
@@ -279,7 +286,7 @@ class LinkMonitor:
                 if now - last.down_at <= DOWN_LOSS_KEPT_S:
                     down_loss = last.down_loss
         self._counters[seat] = _Counters(
-            peer, received, lost, sent, lost_far, silent, down_loss, down_at
+            peer, received, lost, sent, lost_far, silent, wire_in, now, down_loss, down_at
         )
         rtts = [s["roundTripTime"] * 1000 for s in remote if s.get("roundTripTime")]
         jitter = inbound[0].get("jitter")
@@ -297,6 +304,7 @@ class LinkMonitor:
             rtt_ms=rtt,
             jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
             queue_ms=up_queue,
+            carried_kbps=up_kbps,
         )
         self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt, queue_ms=down_queue)
 

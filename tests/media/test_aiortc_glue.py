@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import queue
 import threading
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from typing import Any
 
@@ -183,23 +184,9 @@ def test_answer_gets_our_opus_parameters() -> None:
 async def test_receiver_reports_carry_the_far_legs_loss() -> None:
     """A loss floor on a receiver raises the fraction lost of the receiver reports that reach
     the sender (what a browser's Opus encoder sizes its FEC by), and only then."""
-    aiortc_glue.install()
-    sender_pc, receiver_pc = RTCPeerConnection(), RTCPeerConnection()
+    sender_pc = RTCPeerConnection()
     sender_pc.addTrack(aiortc.mediastreams.AudioStreamTrack())
-    sinks: list[asyncio.Task[None]] = []
-
-    async def drain(track: aiortc.MediaStreamTrack) -> None:
-        with contextlib.suppress(aiortc.mediastreams.MediaStreamError):
-            while True:
-                await track.recv()
-
-    receiver_pc.on("track", lambda track: sinks.append(asyncio.ensure_future(drain(track))))
-    try:
-        await sender_pc.setLocalDescription(await sender_pc.createOffer())
-        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
-        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
-        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
-        receiver = receiver_pc.getTransceivers()[0].receiver
+    async with connected(sender_pc) as receiver:
 
         async def reported() -> list[int]:
             stats = await sender_pc.getSenders()[0].getStats()
@@ -216,11 +203,6 @@ async def test_receiver_reports_carry_the_far_legs_loss() -> None:
                 break
             await asyncio.sleep(0.1)
         assert await reported() == [51]  # 0.2 of 256
-    finally:
-        await asyncio.gather(sender_pc.close(), receiver_pc.close())
-        for task in sinks:
-            task.cancel()
-        await asyncio.gather(*sinks, return_exceptions=True)
 
 
 def test_the_pacer_spaces_packets_at_its_rate() -> None:
@@ -261,8 +243,7 @@ def test_remb_above_a_cap_is_lowered_and_others_pass() -> None:
 async def test_a_capped_receiver_tells_its_sender_at_once() -> None:
     """The cap reaches the sending peer as a REMB within a round trip, and aiortc's own later
     estimates never go above it."""
-    aiortc_glue.install()
-    sender_pc, receiver_pc = RTCPeerConnection(), RTCPeerConnection()
+    sender_pc = RTCPeerConnection()
     sender = sender_pc.addTrack(ClockVideoTrack(width=160, height=120))
     heard: list[int] = []
     stock = sender._handle_rtcp_packet
@@ -273,20 +254,7 @@ async def test_a_capped_receiver_tells_its_sender_at_once() -> None:
         await stock(packet)
 
     sender._handle_rtcp_packet = record  # type: ignore[method-assign]
-    sinks: list[asyncio.Task[None]] = []
-
-    async def drain(track: aiortc.MediaStreamTrack) -> None:
-        with contextlib.suppress(aiortc.mediastreams.MediaStreamError):
-            while True:
-                await track.recv()
-
-    receiver_pc.on("track", lambda track: sinks.append(asyncio.ensure_future(drain(track))))
-    try:
-        await sender_pc.setLocalDescription(await sender_pc.createOffer())
-        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
-        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
-        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
-        receiver = receiver_pc.getTransceivers()[0].receiver
+    async with connected(sender_pc) as receiver:
         for _ in range(100):
             if receiver.getSynchronizationSources():
                 break
@@ -301,6 +269,28 @@ async def test_a_capped_receiver_tells_its_sender_at_once() -> None:
         await asyncio.sleep(1.5)  # aiortc's estimator goes on sending its own
         assert max(heard[before:]) <= 40_000
         await aiortc_glue.cap_remb(receiver, None)
+
+
+@contextlib.asynccontextmanager
+async def connected(sender_pc: RTCPeerConnection) -> AsyncIterator[aiortc.RTCRtpReceiver]:
+    """``sender_pc`` (its tracks added) connected to a receiving peer that drains what it gets;
+    yields that peer's first receiver, and closes both after."""
+    aiortc_glue.install()
+    receiver_pc = RTCPeerConnection()
+    sinks: list[asyncio.Task[None]] = []
+
+    async def drain(track: aiortc.MediaStreamTrack) -> None:
+        with contextlib.suppress(aiortc.mediastreams.MediaStreamError):
+            while True:
+                await track.recv()
+
+    receiver_pc.on("track", lambda track: sinks.append(asyncio.ensure_future(drain(track))))
+    try:
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        yield receiver_pc.getTransceivers()[0].receiver
     finally:
         await asyncio.gather(sender_pc.close(), receiver_pc.close())
         for task in sinks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from core.domain import Participant
@@ -25,17 +26,41 @@ async def quality_for(who: ProtocolClient, seat: str, **match: Any) -> dict[str,
     )
 
 
-async def test_steps_follow_the_links_and_the_nurse_switch(
-    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
-) -> None:
+@dataclasses.dataclass
+class Call:
+    """A consultation with media flowing both ways, over the real protocol."""
+
+    client: Any
+    nurse: ProtocolClient
+    doctor: ProtocolClient
+    peers: tuple[Any, Any]
+    live: Any
+
+    async def end(self) -> None:
+        await self.doctor.request("hangup", "room_ended")
+        await wait_ended(self.client.server.app)
+        await asyncio.gather(
+            *(p.close() for p in self.peers), self.nurse.close(), self.doctor.close()
+        )
+        await self.client.close()
+
+
+async def in_a_call(aiohttp_client: AiohttpClient, redis_url: str) -> Call:
     client = await start(aiohttp_client, redis_url)
-    app = client.server.app
     nurse, doctor, room_id = await register_and_call(client)
     spoke_peer = await join_with_media(nurse, room_id)
     hub_peer = await join_with_media(doctor, room_id)
     await asyncio.gather(spoke_peer.wait_for(video=10, audio=20), hub_peer.wait_for(10, 20))
-    live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
+    live = client.server.app[ROOMS].get(room_id)
     assert live is not None
+    return Call(client, nurse, doctor, (spoke_peer, hub_peer), live)
+
+
+async def test_steps_follow_the_links_and_the_nurse_switch(
+    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
+) -> None:
+    call = await in_a_call(aiohttp_client, redis_url)
+    nurse, doctor, live = call.nurse, call.doctor, call.live
 
     # Both pages get both seats' indicators every two seconds.
     network = await nurse.expect("network", timeout=10.0)
@@ -77,11 +102,7 @@ async def test_steps_follow_the_links_and_the_nurse_switch(
     kinds = [(e.kind, e.seat) for e in live.journal.events]
     assert ("quality_step", Participant.HUB) in kinds
     assert ("low_bandwidth", Participant.SPOKE) in kinds
-
-    await doctor.request("hangup", "room_ended")
-    await wait_ended(app)
-    await asyncio.gather(spoke_peer.close(), hub_peer.close(), nurse.close(), doctor.close())
-    await client.close()
+    await call.end()
 
 
 async def test_link_messages_need_a_seat(
@@ -100,14 +121,8 @@ async def test_link_messages_need_a_seat(
 async def test_a_page_brake_puts_both_seats_on_audio_only_at_once(
     aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
 ) -> None:
-    client = await start(aiohttp_client, redis_url)
-    app = client.server.app
-    nurse, doctor, room_id = await register_and_call(client)
-    spoke_peer = await join_with_media(nurse, room_id)
-    hub_peer = await join_with_media(doctor, room_id)
-    await asyncio.gather(spoke_peer.wait_for(video=10, audio=20), hub_peer.wait_for(10, 20))
-    live = app[ROOMS].get(room_id)  # type: ignore[arg-type]
-    assert live is not None
+    call = await in_a_call(aiohttp_client, redis_url)
+    nurse, live = call.nurse, call.live
     relays = live.media.outbound
     assert not relays[Participant.HUB]["video"].held
 
@@ -116,7 +131,7 @@ async def test_a_page_brake_puts_both_seats_on_audio_only_at_once(
     await nurse.send("link_report", brake=True)
     spoke = await quality_for(nurse, "spoke", reason="browser")
     assert (spoke["step"], spoke["video"]) == (4, False)
-    hub = await quality_for(doctor, "hub", reason="browser")
+    hub = await quality_for(call.doctor, "hub", reason="browser")
     assert (hub["step"], hub["video"]) == (4, False)
     # The server stops relaying video both ways without waiting for the pages, and caps what
     # each browser may send to what audio needs.
@@ -134,8 +149,4 @@ async def test_a_page_brake_puts_both_seats_on_audio_only_at_once(
     await nurse.send("link_report", brake=True)
     again = await quality_for(nurse, "spoke", reason="browser")
     assert again["step"] == 4
-
-    await doctor.request("hangup", "room_ended")
-    await wait_ended(app)
-    await asyncio.gather(spoke_peer.close(), hub_peer.close(), nurse.close(), doctor.close())
-    await client.close()
+    await call.end()
