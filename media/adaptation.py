@@ -110,6 +110,9 @@ BASE_RTT_WINDOW_S = 8.0
 #: Healthy this long before trying the next rung up.
 UP_HOLD_S = 8.0
 MAX_BACKOFF_S = 64.0
+#: A report taken this soon after a step down still counts what was sent before it: severe
+#: loss in it does not say what the new step carries.
+SETTLE_S = 2.0
 #: Never two steps down within this long: the effect of the last one needs time to show (the
 #: bottleneck's queue drains, and the next report must cover the new rate only).
 DOWN_SPACING_S = 4.0
@@ -348,15 +351,25 @@ class Adapter:
         if index < AUDIO_ONLY:
             # A step for delay is one rung taken on a guess; severe loss right after it says
             # what the link carries and is not made to wait for the spacing.
-            severe = raw >= LOSS_SEVERE and (
-                spaced or self._last_down_reason == "delay" or collapsed(link)
-            )
+            settled = now - self._last_down >= SETTLE_S
+            after_delay = self._last_down_reason == "delay" and settled
+            severe = raw >= LOSS_SEVERE and (spaced or after_delay or collapsed(link))
             if severe or (spaced and loss >= LOSS_DOWN):
                 # Congestion loss says what the link carries: what was sent, less what was
-                # lost.  Go straight to the step that fits, at least one down.
-                return self._move(self._fitting(self.step.wire_kbps * (1 - raw)), "loss", now)
+                # lost.  Go straight to the step that fits, at least one down; but video stops
+                # only from its last rung, or on a collapsed link: the loss just after a step
+                # still counts some of the rate before it.
+                target = self._fitting(self.step.wire_kbps * (1 - raw))
+                if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
+                    target = AUDIO_ONLY - 1
+                return self._move(target, "loss", now)
             if spaced and queue >= queue_down:
-                return self._move(index + 1, "delay", now)
+                # A standing queue says the link is full: what it carried is what it can
+                # carry.  Without that count, one rung.
+                target = index + 1
+                if link.carried_kbps is not None:
+                    target = max(target, self._fitting(link.carried_kbps))
+                return self._move(target, "delay", now)
 
         healthy = loss < LOSS_OK and queue < queue_ok
         if not healthy:

@@ -234,3 +234,42 @@ def test_a_collapsed_link_steps_again_without_the_spacing() -> None:
     again = adapter.update(LegSample(loss=0.6, rtt_ms=400), 4.0)
     assert again is not None
     assert again.step.index == AUDIO_ONLY
+
+
+def test_severe_loss_just_after_a_step_for_delay_is_the_old_rate_s() -> None:
+    adapter = Adapter(0.0, start=1)
+    for t in (1.0, 2.0, 3.0):
+        adapter.update(LegSample(loss=0.0, rtt_ms=300, queue_ms=0.0), t)
+    delay = adapter.update(LegSample(loss=0.0, rtt_ms=700, queue_ms=200.0), 4.0)
+    assert delay is not None
+    assert (delay.reason, delay.step.index) == ("delay", 2)
+    # A second later the report still counts the packets sent at the old rate: no step...
+    assert adapter.update(LegSample(loss=0.4, rtt_ms=700, queue_ms=0.0), 5.0) is None
+    # ...two seconds on, the loss is the new rate's, and it goes down at once.
+    change = adapter.update(LegSample(loss=0.4, rtt_ms=700, queue_ms=0.0), 6.0)
+    assert change is not None
+    assert change.reason == "loss"
+
+
+def test_a_full_link_goes_to_the_step_that_fits_what_it_carried() -> None:
+    # A standing queue on a link that carried 55 kbit/s: straight to audio only.
+    edge = Adapter(0.0, start=1)
+    change = edge.update(LegSample(loss=0.0, queue_ms=300.0, carried_kbps=55.0), 2.0)
+    assert change is not None
+    assert (change.reason, change.step.index) == ("delay", AUDIO_ONLY)
+    # Without the count, one rung.
+    unknown = Adapter(0.0, start=1)
+    change = unknown.update(LegSample(loss=0.0, queue_ms=300.0), 2.0)
+    assert change is not None
+    assert change.step.index == 2
+
+
+def test_loss_stops_video_only_from_its_last_rung_unless_the_link_collapsed() -> None:
+    adapter = Adapter(0.0, start=2)
+    change = adapter.update(LegSample(loss=0.4, rtt_ms=300, carried_kbps=140.0), 5.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY - 1
+    collapsed = Adapter(0.0, start=2)
+    change = collapsed.update(LegSample(loss=0.6, rtt_ms=300, carried_kbps=50.0), 5.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY
