@@ -110,6 +110,9 @@ BASE_RTT_WINDOW_S = 8.0
 #: Healthy this long before trying the next rung up.
 UP_HOLD_S = 8.0
 MAX_BACKOFF_S = 64.0
+#: How long what a full link carried caps the rungs tried above it: rural links change, but a
+#: link that carried 55 kbit/s will not carry video a few seconds later.
+CEILING_S = 60.0
 #: A report taken this soon after a step down still counts what was sent before it: severe
 #: loss in it does not say what the new step carries.
 SETTLE_S = 2.0
@@ -286,6 +289,9 @@ class Adapter:
         self._last_down_reason = ""
         self._last_up = -1e9
         self._backoff = UP_HOLD_S
+        #: What the link was seen to carry while full (kbit/s), and when: no rung above it is
+        #: tried for :data:`CEILING_S` (each try would cost the conversation a burst of loss).
+        self._ceiling: tuple[float, float] | None = None
         self._base_rtt = BaseRtt()
         self._loss: float | None = None
         self.history: list[tuple[float, int, str]] = [(now, start, "start")]
@@ -307,12 +313,20 @@ class Adapter:
         logger.debug("step %s -> %s (%s)", old.label, self.step.label, reason)
         return Change(self.step, reason)
 
-    def brake(self, now: float, reason: str = "browser") -> Change | None:
+    def brake(
+        self, now: float, reason: str = "browser", carried_kbps: float | None = None
+    ) -> Change | None:
         """The link collapsed (the sending page saw it and paused its video, or the other
-        direction of the same link lost too much): audio only at once."""
+        direction of the same link lost too much): audio only at once.  ``carried_kbps`` is
+        what the link carried then, if known."""
+        self._note_ceiling(carried_kbps, now)
         if self.step.index == AUDIO_ONLY:
             return None
         return self._move(AUDIO_ONLY, reason, now)
+
+    def _note_ceiling(self, carried_kbps: float | None, now: float) -> None:
+        if carried_kbps is not None:
+            self._ceiling = (carried_kbps, now)
 
     def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
         """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""
@@ -360,7 +374,9 @@ class Adapter:
                 # only from its last rung, or on a collapsed link: the loss just after a step
                 # still counts some of the rate before it.
                 target = self._fitting(self.step.wire_kbps * (1 - raw))
-                if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
+                if collapsed(link):
+                    self._note_ceiling(link.carried_kbps, now)
+                elif target == AUDIO_ONLY and index < AUDIO_ONLY - 1:
                     target = AUDIO_ONLY - 1
                 return self._move(target, "loss", now)
             if spaced and queue >= queue_down:
@@ -369,6 +385,7 @@ class Adapter:
                 target = index + 1
                 if link.carried_kbps is not None:
                     target = max(target, self._fitting(link.carried_kbps))
+                    self._note_ceiling(link.carried_kbps, now)
                 return self._move(target, "delay", now)
 
         healthy = loss < LOSS_OK and queue < queue_ok
@@ -383,6 +400,10 @@ class Adapter:
             return None
         if now - self._last_down < self._backoff:
             return None
+        if self._ceiling is not None:
+            ceiling, seen = self._ceiling
+            if now - seen < CEILING_S and LADDER[index - 1].wire_kbps > ceiling:
+                return None
         return self._move(index - 1, "recovered", now)
 
     def _fitting(self, carried_kbps: float) -> int:

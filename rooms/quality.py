@@ -162,8 +162,9 @@ class LinkMonitor:
         too much for anything but audio): both directions of that link go to audio only at
         once (the other seat's media comes down it), and come back by the usual healthy hold."""
         now = self._clock()
+        carried = self._server_up.get(seat, LegSample()).carried_kbps
         for s in (seat, seat.other):
-            change = self.adapters[s].brake(now, reason)
+            change = self.adapters[s].brake(now, reason, carried)
             if change is not None:
                 label = change.step.label
                 logger.info("room %s: %s sends %s (%s)", self._media.label, s, label, reason)

@@ -273,3 +273,16 @@ def test_loss_stops_video_only_from_its_last_rung_unless_the_link_collapsed() ->
     change = collapsed.update(LegSample(loss=0.6, rtt_ms=300, carried_kbps=50.0), 5.0)
     assert change is not None
     assert change.step.index == AUDIO_ONLY
+
+
+def test_a_link_seen_full_is_not_asked_for_more_for_a_minute() -> None:
+    adapter = Adapter(0.0, start=1)
+    change = adapter.update(LegSample(loss=0.0, queue_ms=300.0, carried_kbps=55.0), 2.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY
+    # Healthy on audio only for long after: video (116 kbit/s at the least) is not tried...
+    t = feed(adapter, LegSample(loss=0.01, queue_ms=5.0), 4.0, 50.0)
+    assert adapter.step.index == AUDIO_ONLY
+    # ...until the link's figure is a minute old.
+    feed(adapter, LegSample(loss=0.01, queue_ms=5.0), t, 30.0)
+    assert adapter.step.index < AUDIO_ONLY
