@@ -111,8 +111,8 @@ BASE_RTT_WINDOW_S = 8.0
 UP_HOLD_S = 8.0
 MAX_BACKOFF_S = 64.0
 #: How long what a full link carried caps the rungs tried above it: rural links change, but a
-#: link that carried 55 kbit/s will not carry video a few seconds later.
-CEILING_S = 60.0
+#: link that carried 55 kbit/s with its queue full will not carry video a few seconds later.
+CEILING_S = 45.0
 #: A report taken this soon after a step down still counts what was sent before it: severe
 #: loss in it does not say what the new step carries.
 SETTLE_S = 2.0
@@ -328,6 +328,12 @@ class Adapter:
         if carried_kbps is not None:
             self._ceiling = (carried_kbps, now)
 
+    def _note_full(self, link: LegSample, now: float) -> None:
+        """What ``link`` carried, if its queue stayed full meanwhile: only then is it what the
+        link can carry (a sender below the link's rate loses packets to bursts too)."""
+        if link.queue_ms is not None and link.queue_ms >= ONE_WAY_QUEUE_DOWN_MS:
+            self._note_ceiling(link.carried_kbps, now)
+
     def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
         """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""
         self.low_bandwidth = on
@@ -375,7 +381,7 @@ class Adapter:
                 # still counts some of the rate before it.
                 target = self._fitting(self.step.wire_kbps * (1 - raw))
                 if collapsed(link):
-                    self._note_ceiling(link.carried_kbps, now)
+                    self._note_full(link, now)
                 elif target == AUDIO_ONLY and index < AUDIO_ONLY - 1:
                     target = AUDIO_ONLY - 1
                 return self._move(target, "loss", now)
@@ -385,7 +391,7 @@ class Adapter:
                 target = index + 1
                 if link.carried_kbps is not None:
                     target = max(target, self._fitting(link.carried_kbps))
-                    self._note_ceiling(link.carried_kbps, now)
+                    self._note_full(link, now)
                 return self._move(target, "delay", now)
 
         healthy = loss < LOSS_OK and queue < queue_ok

@@ -21,6 +21,7 @@ from media import MediaRoom, Peer, PeerState
 from media.adaptation import (
     AUDIO_ONLY,
     LADDER,
+    ONE_WAY_QUEUE_DOWN_MS,
     Adapter,
     BaseRtt,
     Change,
@@ -162,7 +163,10 @@ class LinkMonitor:
         too much for anything but audio): both directions of that link go to audio only at
         once (the other seat's media comes down it), and come back by the usual healthy hold."""
         now = self._clock()
-        carried = self._server_up.get(seat, LegSample()).carried_kbps
+        uplink = self._server_up.get(seat, LegSample())
+        # What the uplink carried says what the link can carry only if its queue was full.
+        full = uplink.queue_ms is not None and uplink.queue_ms >= ONE_WAY_QUEUE_DOWN_MS
+        carried = uplink.carried_kbps if full else None
         for s in (seat, seat.other):
             change = self.adapters[s].brake(now, reason, carried)
             if change is not None:
@@ -339,11 +343,17 @@ class LinkMonitor:
 
     def _path(self, sender: Participant, now: float) -> LegSample:
         """What ``sender``'s media crosses: its uplink, then the other seat's downlink."""
-        legs = [self._uplink(sender, now)]
+        uplink = self._uplink(sender, now)
         other = self._media.peer(sender.other)
-        if other is not None and other.state is PeerState.CONNECTED:
-            legs.append(self._downlink(sender.other, now))
-        return worst(*legs)
+        if other is None or other.state is not PeerState.CONNECTED:
+            return uplink
+        downlink = self._downlink(sender.other, now)
+        path = worst(uplink, downlink)
+        # What the uplink carried says what the path can carry only if the uplink is where
+        # the queue is; a sender below a full downlink's rate carries little of its own accord.
+        if (downlink.queue_ms or 0.0) > (uplink.queue_ms or 0.0):
+            path = dataclasses.replace(path, carried_kbps=None)
+        return path
 
     def network(self) -> dict[Participant, LegView]:
         now = self._clock()

@@ -275,14 +275,24 @@ def test_loss_stops_video_only_from_its_last_rung_unless_the_link_collapsed() ->
     assert change.step.index == AUDIO_ONLY
 
 
-def test_a_link_seen_full_is_not_asked_for_more_for_a_minute() -> None:
+def test_a_link_seen_full_is_not_asked_for_more_for_a_while() -> None:
     adapter = Adapter(0.0, start=1)
     change = adapter.update(LegSample(loss=0.0, queue_ms=300.0, carried_kbps=55.0), 2.0)
     assert change is not None
     assert change.step.index == AUDIO_ONLY
     # Healthy on audio only for long after: video (116 kbit/s at the least) is not tried...
-    t = feed(adapter, LegSample(loss=0.01, queue_ms=5.0), 4.0, 50.0)
+    t = feed(adapter, LegSample(loss=0.01, queue_ms=5.0), 4.0, 40.0)
     assert adapter.step.index == AUDIO_ONLY
-    # ...until the link's figure is a minute old.
+    # ...until the link's figure is 45 s old.
     feed(adapter, LegSample(loss=0.01, queue_ms=5.0), t, 30.0)
+    assert adapter.step.index < AUDIO_ONLY
+
+
+def test_loss_on_a_link_with_room_sets_no_ceiling() -> None:
+    # Half lost in a burst, little carried, but the queue was not full: video may come back.
+    adapter = Adapter(0.0, start=3)
+    change = adapter.update(LegSample(loss=0.6, queue_ms=10.0, carried_kbps=60.0), 5.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY
+    feed(adapter, LegSample(loss=0.01, queue_ms=5.0), 7.0, 30.0)
     assert adapter.step.index < AUDIO_ONLY
