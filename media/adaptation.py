@@ -147,8 +147,8 @@ class LegSample:
     #: The queue on this leg's own direction, in ms, where it can be told apart from the other
     #: direction's (the round trip holds both): :class:`OneWayDelay` for an uplink.
     queue_ms: float | None = None
-    #: What the leg delivered over the interval, headers included, as the server counted it
-    #: (uplinks only).
+    #: What the leg delivered over the interval, headers included, as the server counted it,
+    #: while its queue stayed full: what it can carry (uplinks only).
     carried_kbps: float | None = None
 
     def grade(self) -> Grade:
@@ -329,10 +329,9 @@ class Adapter:
             self._ceiling = (carried_kbps, now)
 
     def _note_full(self, link: LegSample, now: float) -> None:
-        """What ``link`` carried, if its queue stayed full meanwhile: only then is it what the
-        link can carry (a sender below the link's rate loses packets to bursts too)."""
-        if link.queue_ms is not None and link.queue_ms >= ONE_WAY_QUEUE_DOWN_MS:
-            self._note_ceiling(link.carried_kbps, now)
+        """What ``link`` carried while its queue stayed full (a sender below the link's rate
+        loses packets to bursts too, and says nothing of the link's rate)."""
+        self._note_ceiling(link.carried_kbps, now)
 
     def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
         """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""

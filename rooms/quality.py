@@ -163,10 +163,7 @@ class LinkMonitor:
         too much for anything but audio): both directions of that link go to audio only at
         once (the other seat's media comes down it), and come back by the usual healthy hold."""
         now = self._clock()
-        uplink = self._server_up.get(seat, LegSample())
-        # What the uplink carried says what the link can carry only if its queue was full.
-        full = uplink.queue_ms is not None and uplink.queue_ms >= ONE_WAY_QUEUE_DOWN_MS
-        carried = uplink.carried_kbps if full else None
+        carried = self._server_up.get(seat, LegSample()).carried_kbps
         for s in (seat, seat.other):
             change = self.adapters[s].brake(now, reason, carried)
             if change is not None:
@@ -298,18 +295,23 @@ class LinkMonitor:
         rtt = max(rtts) if rtts else None
         # The round trip holds both directions' queues; the uplink's is measured on its own,
         # so the downlink's is what is left.  Each sender then steps down for its own queue.
-        up_queue = peer.uplink_queue_ms()
+        up_queue = standing = peer.uplink_queue_ms()
         down_queue = None
         if rtt is not None:
             excess = self._base_rtt.setdefault(seat, BaseRtt()).excess(self._clock(), rtt)
             if up_queue is not None:
+                # A queue on the uplink lengthens the round trip too: what the arrival times
+                # show beyond that is the sender's clock running slow against its timestamps
+                # (a sender pacing itself with timers drifts; a capture clock does not).
+                up_queue = min(up_queue, max(0.0, excess))
                 down_queue = max(0.0, excess - up_queue)
         self._server_up[seat] = LegSample(
             loss=up_loss,
             rtt_ms=rtt,
             jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
             queue_ms=up_queue,
-            carried_kbps=up_kbps,
+            # What the uplink carried is what it can carry only while its queue stays full.
+            carried_kbps=up_kbps if (standing or 0.0) >= ONE_WAY_QUEUE_DOWN_MS else None,
         )
         self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt, queue_ms=down_queue)
 

@@ -289,9 +289,10 @@ def test_a_link_seen_full_is_not_asked_for_more_for_a_while() -> None:
 
 
 def test_loss_on_a_link_with_room_sets_no_ceiling() -> None:
-    # Half lost in a burst, little carried, but the queue was not full: video may come back.
+    # Half lost in a burst, but the queue was not full (so no rate it can carry is known):
+    # video may come back.
     adapter = Adapter(0.0, start=3)
-    change = adapter.update(LegSample(loss=0.6, queue_ms=10.0, carried_kbps=60.0), 5.0)
+    change = adapter.update(LegSample(loss=0.6, queue_ms=10.0), 5.0)
     assert change is not None
     assert change.step.index == AUDIO_ONLY
     feed(adapter, LegSample(loss=0.01, queue_ms=5.0), 7.0, 30.0)
