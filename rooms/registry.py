@@ -453,6 +453,7 @@ class RoomRegistry:
         self._directory = directory
         self._archiving = archiving
         self._rooms: dict[RoomId, LiveRoom] = {}
+        self._loading: dict[RoomId, asyncio.Lock] = {}
         self._ending: set[asyncio.Task[None]] = set()
         self._closing = False
         self._draining = False
@@ -494,48 +495,59 @@ class RoomRegistry:
         rid = RoomId(room_id)
         live = self._rooms.get(rid)
         if live is None:
-            if self._draining:
-                raise NodeDraining("this server is restarting; join again to reach another one")
-            record = await self._waiting_room.room(hub, rid)
-            if record is None:
-                raise RoomNotFound("no such consultation")
-            if record["state"] == RoomState.ENDED:
-                raise RoomClosed("this consultation has ended")
-            placed = record.get("node", "")
-            if placed and placed != self._settings.node_id:
-                raise RoomElsewhere(placed)
-            _seat_in(record, user)
-            token = await self._waiting_room.token(hub, TokenId(record["token"]))
-            if token is None:
-                raise RoomNotFound("this consultation's token is missing")
-            # A room that is placed here and open in the store but not live here lost its
-            # process (this node restarted, or the room was moved here from a node that died):
-            # pick up what its earlier life recorded.
-            previous = await asyncio.to_thread(
-                load_previous, self._archiving, rid, self._waiting_room.now()
-            )
-            live = self._rooms.get(rid)  # another join may have loaded it meanwhile
-            if live is None:
-                if self._closing:
-                    raise RoomClosed("the server is shutting down")
-                if self._draining:
-                    raise NodeDraining("this server is restarting; join again to reach another one")
-                live = LiveRoom(
-                    rid,
-                    hub,
-                    record,
-                    token,
-                    self._settings,
-                    self._waiting_room,
-                    self._directory,
-                    self._archiving,
-                    self._removed,
-                    previous,
-                )
-                self._rooms[rid] = live
+            # The two seats' joins may come at once: one loads the room (and seals what an
+            # earlier life left, on disk), the other waits for it.
+            lock = self._loading.setdefault(rid, asyncio.Lock())
+            try:
+                async with lock:
+                    live = self._rooms.get(rid) or await self._load(rid, hub, user)
+            finally:
+                if not lock.locked():
+                    self._loading.pop(rid, None)
         if live.state is RoomState.ENDED:
             raise RoomClosed("this consultation has ended")
         return live, live.seat_of(user)
+
+    async def _load(self, rid: RoomId, hub: HubId, user: User) -> LiveRoom:
+        """Make the room live here from its record in the store (see :meth:`open`)."""
+        if self._draining:
+            raise NodeDraining("this server is restarting; join again to reach another one")
+        record = await self._waiting_room.room(hub, rid)
+        if record is None:
+            raise RoomNotFound("no such consultation")
+        if record["state"] == RoomState.ENDED:
+            raise RoomClosed("this consultation has ended")
+        placed = record.get("node", "")
+        if placed and placed != self._settings.node_id:
+            raise RoomElsewhere(placed)
+        _seat_in(record, user)
+        token = await self._waiting_room.token(hub, TokenId(record["token"]))
+        if token is None:
+            raise RoomNotFound("this consultation's token is missing")
+        # A room that is placed here and open in the store but not live here lost its
+        # process (this node restarted, or the room was moved here from a node that died):
+        # pick up what its earlier life recorded.
+        previous = await asyncio.to_thread(
+            load_previous, self._archiving, rid, self._waiting_room.now()
+        )
+        if self._closing:
+            raise RoomClosed("the server is shutting down")
+        if self._draining:
+            raise NodeDraining("this server is restarting; join again to reach another one")
+        live = LiveRoom(
+            rid,
+            hub,
+            record,
+            token,
+            self._settings,
+            self._waiting_room,
+            self._directory,
+            self._archiving,
+            self._removed,
+            previous,
+        )
+        self._rooms[rid] = live
+        return live
 
     def _removed(self, room: LiveRoom) -> None:
         self._rooms.pop(room.id, None)
