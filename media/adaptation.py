@@ -325,13 +325,10 @@ class Adapter:
         return self._move(AUDIO_ONLY, reason, now)
 
     def _note_ceiling(self, carried_kbps: float | None, now: float) -> None:
+        """What the link carried while its queue stayed full, if known (``carried_kbps`` is
+        reported only then: a sender below the link's rate says nothing of that rate)."""
         if carried_kbps is not None:
             self._ceiling = (carried_kbps, now)
-
-    def _note_full(self, link: LegSample, now: float) -> None:
-        """What ``link`` carried while its queue stayed full (a sender below the link's rate
-        loses packets to bursts too, and says nothing of the link's rate)."""
-        self._note_ceiling(link.carried_kbps, now)
 
     def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
         """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""
@@ -380,7 +377,7 @@ class Adapter:
                 # still counts some of the rate before it.
                 target = self._fitting(self.step.wire_kbps * (1 - raw))
                 if collapsed(link):
-                    self._note_full(link, now)
+                    self._note_ceiling(link.carried_kbps, now)
                 elif target == AUDIO_ONLY and index < AUDIO_ONLY - 1:
                     target = AUDIO_ONLY - 1
                 return self._move(target, "loss", now)
@@ -390,7 +387,7 @@ class Adapter:
                 target = index + 1
                 if link.carried_kbps is not None:
                     target = max(target, self._fitting(link.carried_kbps))
-                    self._note_full(link, now)
+                    self._note_ceiling(link.carried_kbps, now)
                 return self._move(target, "delay", now)
 
         healthy = loss < LOSS_OK and queue < queue_ok

@@ -208,7 +208,7 @@ class LinkMonitor:
                     change.reason,
                 )
                 self._on_step(seat, change)
-                if self._collapsed(seat, change, now):
+                if self._collapsed(seat, change):
                     self.brake(seat, "loss")
         for seat in Participant:
             await self._shape(seat)
@@ -216,7 +216,7 @@ class LinkMonitor:
         if self._samples % NETWORK_EVERY == 0:
             self._on_network()
 
-    def _collapsed(self, seat: Participant, change: Change, now: float) -> bool:
+    def _collapsed(self, seat: Participant, change: Change) -> bool:
         """Whether ``seat``'s own uplink collapsed (see :func:`collapsed`) into audio only: the
         same link carries the other seat's media down, which must then stop too (it is the
         spoke's link, in practice, that fails both ways)."""
