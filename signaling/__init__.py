@@ -21,7 +21,7 @@ from .bus import LinkTransport, NodeBus
 from .messages import MAX_FRAME_BYTES
 from .routing import Router
 from .session import CLOSE_RECONNECT, Session
-from .transport import WebSocketTransport
+from .transport import WebSocketTransport, thin_stream
 
 logger = logging.getLogger(__name__)
 credentials_logger = logging.getLogger("setu.credentials")
@@ -77,11 +77,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     if user is None:
         raise web.HTTPUnauthorized(text="sign in first")
-    ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=MAX_FRAME_BYTES, autoping=True
-    )
+    # Liveness is the transport's (aiohttp's heartbeat would want a pong within half of one).
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=MAX_FRAME_BYTES, autoping=False)
     await ws.prepare(request)
-    session = _session(app, WebSocketTransport(ws, user.username), user, request.remote)
+    if request.transport is not None:
+        thin_stream(request.transport.get_extra_info("socket"))
+    transport = WebSocketTransport(ws, user.username, settings.heartbeat_s)
+    session = _session(app, transport, user, request.remote)
     app[SESSIONS].add(session)
     try:
         await session.run()

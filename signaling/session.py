@@ -47,13 +47,12 @@ from rooms import (
 from . import messages as m
 from .bus import CLOSE_NORMAL, Link, NodeBus
 from .routing import Router
-from .transport import Transport
+from .transport import CLOSE_TOO_SLOW, Transport
 from .views import queue_for, token_out
 
 logger = logging.getLogger(__name__)
 
 #: Close codes of our own (4000-4999 are for applications).
-CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
 #: The consultation's server is gone or the room moved: reconnect and join again.
 CLOSE_RECONNECT = 4010
