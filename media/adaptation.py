@@ -81,9 +81,9 @@ def pace_kbps(step: Step) -> float | None:
 LOSS_DOWN = 0.10
 #: Loss in one report at which it steps down two rungs at once.
 LOSS_SEVERE = 0.25
-#: Loss in one report that says the link carries a fraction of what is sent, on a path that
-#: carried less than :data:`COLLAPSE_KBPS` (or whose rate is not known): it steps down again
-#: without waiting for :data:`DOWN_SPACING_S` (a 60 kbit/s link must reach audio only in
+#: Loss in one report that says the link carries a fraction of what is sent (or severe loss on
+#: a link seen to carry less than :data:`COLLAPSE_KBPS`): it steps down again without waiting
+#: for :data:`DOWN_SPACING_S`, straight to audio only (a 60 kbit/s link must reach it in
 #: seconds).  A poor link of 150 kbit/s overloaded at first loses as much, but carries more.
 LOSS_COLLAPSE = 0.5
 COLLAPSE_KBPS = 90.0
@@ -148,8 +148,22 @@ class LegSample:
     #: direction's (the round trip holds both): :class:`OneWayDelay` for an uplink.
     queue_ms: float | None = None
     #: What the leg delivered over the interval, headers included, as the server counted it,
-    #: while its queue stayed full: what it can carry (uplinks only).
+    #: while it was full (its queue stayed long, or it lost a quarter and more of what was
+    #: sent, which a tail-drop queue does only when full): what it can carry (uplinks only).
     carried_kbps: float | None = None
+
+    def describe(self) -> str:
+        """The figures measured, for a log line: ``loss 0.42, rtt 640 ms, carried 57 kbit/s``."""
+        parts = []
+        for name, value, unit, fmt in (
+            ("loss", self.loss, "", ".2f"),
+            ("rtt", self.rtt_ms, " ms", ".0f"),
+            ("queue", self.queue_ms, " ms", ".0f"),
+            ("carried", self.carried_kbps, " kbit/s", ".0f"),
+        ):
+            if value is not None:
+                parts.append(f"{name} {value:{fmt}}{unit}")
+        return ", ".join(parts) or "nothing measured"
 
     def grade(self) -> Grade:
         if self.loss is None and self.rtt_ms is None:
@@ -185,11 +199,14 @@ def worst(*samples: LegSample) -> LegSample:
 
 
 def collapsed(link: LegSample) -> bool:
-    """Whether ``link`` lost half of what was sent while carrying little: a link far below
-    even the low rungs (video has no room on it), not one briefly overloaded."""
-    if link.loss is None or link.loss < LOSS_COLLAPSE:
+    """Whether ``link`` is far below even the low rungs (video has no room on it), not
+    briefly overloaded: it lost severely while carrying little, or half of what was sent while
+    what it carries is not known."""
+    if link.loss is None or link.loss < LOSS_SEVERE:
         return False
-    return link.carried_kbps is None or link.carried_kbps < COLLAPSE_KBPS
+    if link.carried_kbps is not None:
+        return link.carried_kbps < COLLAPSE_KBPS
+    return link.loss >= LOSS_COLLAPSE
 
 
 class _WindowMin:
@@ -286,7 +303,6 @@ class Adapter:
         self.low_bandwidth = False
         self._healthy_since: float | None = None
         self._last_down = -1e9
-        self._last_down_reason = ""
         self._last_up = -1e9
         self._backoff = UP_HOLD_S
         #: What the link was seen to carry while full (kbit/s), and when: no rung above it is
@@ -301,7 +317,6 @@ class Adapter:
         self.step = LADDER[index]
         if index > old.index:
             self._last_down = now
-            self._last_down_reason = reason
             # Undoing a recent up: the link cannot carry that rung; wait longer next time.
             if now - self._last_up < 2 * UP_HOLD_S:
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
@@ -329,6 +344,13 @@ class Adapter:
         reported only then: a sender below the link's rate says nothing of that rate)."""
         if carried_kbps is not None:
             self._ceiling = (carried_kbps, now)
+
+    def ceiling_kbps(self, now: float) -> float | None:
+        """What the link was last seen to carry while full, if that was in the last
+        :data:`CEILING_S`."""
+        if self._ceiling is None or now - self._ceiling[1] >= CEILING_S:
+            return None
+        return self._ceiling[0]
 
     def set_low_bandwidth(self, on: bool, now: float) -> Change | None:
         """The nurse's switch: never above :data:`LOW_BANDWIDTH_STEP` while it is on."""
@@ -365,20 +387,26 @@ class Adapter:
 
         spaced = now - self._last_down >= DOWN_SPACING_S
         if index < AUDIO_ONLY:
-            # A step for delay is one rung taken on a guess; severe loss right after it says
-            # what the link carries and is not made to wait for the spacing.
+            # Severe loss once the last step has settled says the step was a guess that did
+            # not fit (one rung for delay, or a rate that rose again): it is not made to wait
+            # for the spacing, while the link's audio suffers.
             settled = now - self._last_down >= SETTLE_S
-            after_delay = self._last_down_reason == "delay" and settled
-            severe = raw >= LOSS_SEVERE and (spaced or after_delay or collapsed(link))
-            if severe or (spaced and loss >= LOSS_DOWN):
+            severe = raw >= LOSS_SEVERE and (spaced or settled or collapsed(link))
+            # The last rung holds on moderate loss: a poor link loses a tenth as video comes
+            # back, which RED and retransmissions absorb.
+            last_rung_holds = index == AUDIO_ONLY - 1 and raw < LOSS_SEVERE
+            if severe or (spaced and loss >= LOSS_DOWN and not last_rung_holds):
                 # Congestion loss says what the link carries: what was sent, less what was
-                # lost.  Go straight to the step that fits, at least one down; but video stops
-                # only from its last rung, or on a collapsed link: the loss just after a step
-                # still counts some of the rate before it.
-                target = self._fitting(self.step.wire_kbps * (1 - raw))
-                if collapsed(link):
-                    self._note_ceiling(link.carried_kbps, now)
-                elif target == AUDIO_ONLY and index < AUDIO_ONLY - 1:
+                # lost, or what the full link was counted to carry if less.  Go straight to the
+                # step that fits, at least one down; but video stops only from its last rung,
+                # or on a collapsed link: the loss just after a step still counts some of the
+                # rate before it.
+                carried = self.step.wire_kbps * (1 - raw)
+                if link.carried_kbps is not None:
+                    carried = min(carried, link.carried_kbps)
+                target = self._fitting(carried)
+                self._note_ceiling(link.carried_kbps, now)
+                if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
                     target = AUDIO_ONLY - 1
                 return self._move(target, "loss", now)
             if spaced and queue >= queue_down:
@@ -402,10 +430,9 @@ class Adapter:
             return None
         if now - self._last_down < self._backoff:
             return None
-        if self._ceiling is not None:
-            ceiling, seen = self._ceiling
-            if now - seen < CEILING_S and LADDER[index - 1].wire_kbps > ceiling:
-                return None
+        ceiling = self.ceiling_kbps(now)
+        if ceiling is not None and LADDER[index - 1].wire_kbps > ceiling:
+            return None
         return self._move(index - 1, "recovered", now)
 
     def _fitting(self, carried_kbps: float) -> int:

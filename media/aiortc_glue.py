@@ -19,7 +19,8 @@ aiortc upgrade that moves them fails loudly:
   and a keyframe sent at once into a slow link overflows the bottleneck's queue;
 * a receiver's ``_send_rtcp``, whose bandwidth estimates (REMB) Setu caps for a sender that
   must drop to audio only: RTCP reaches the browser within a round trip, where a step sent
-  over the websocket can wait seconds behind a collapsing link's TCP retransmissions;
+  over the websocket can wait seconds behind a collapsing link's TCP retransmissions; and
+  through which it asks for no retransmission and no keyframe of a video it does not want;
 * the loss fraction of a receiver's reports (``StreamStatistics.fraction_lost``), which Setu
   raises to the loss on the far leg: a browser's Opus encoder adds in-band FEC for the loss its
   receiver reports say, and in a relay the losses that matter happen after the server.
@@ -46,7 +47,10 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRtpfbPacket,
     RtpPacket,
     pack_remb_fci,
     unpack_remb_fci,
@@ -316,6 +320,7 @@ def pace(sender: RTCRtpSender, kbps: float | None) -> None:
 
 _stock_send_rtcp = RTCRtpReceiver._send_rtcp
 _REMB_CAP_ATTR = "_setu_remb_cap_bps"
+_HUSH_ATTR = "_setu_hushed"
 _RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
 
 
@@ -337,9 +342,26 @@ def _capped(packet: Any, cap_bps: int) -> Any:
     )
 
 
+def _is_request(packet: Any) -> bool:
+    """Whether ``packet`` asks the browser to send something again: a NACK or a PLI."""
+    return (isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK) or (
+        isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI
+    )
+
+
 async def _send_rtcp(receiver: RTCRtpReceiver, packet: Any) -> None:
+    if getattr(receiver, _HUSH_ATTR, False) and _is_request(packet):
+        return
     cap: int | None = getattr(receiver, _REMB_CAP_ATTR, None)
     await _stock_send_rtcp(receiver, packet if cap is None else _capped(packet, cap))
+
+
+def hush(receiver: RTCRtpReceiver, on: bool) -> None:
+    """While ``on``, ``receiver`` asks its browser for no retransmission (NACK) and no keyframe
+    (PLI).  A browser told to pause its video still drains what its pacer holds, and would
+    resend every packet its collapsed uplink lost: that video would take the room its audio
+    needs for seconds more."""
+    setattr(receiver, _HUSH_ATTR, on)
 
 
 async def cap_remb(receiver: RTCRtpReceiver, kbps: float | None) -> None:

@@ -104,6 +104,7 @@ class Peer:
         self._senders: dict[str, RTCRtpSender] = {}
         self._video_pace: float | None = None
         self._estimate_cap: float | None = None
+        self._hushed = False
         self._red: RedWriter | None = None
         self._closed = False
         self._pc.on("connectionstatechange", self._state_changed)
@@ -203,9 +204,8 @@ class Peer:
             return
         self._video_pace = kbps
         aiortc_glue.pace(sender, kbps)
-        logger.info(
-            "peer %s: video paced at %s", self.label, f"{kbps:g} kbit/s" if kbps else "no limit"
-        )
+        pace = "no limit" if kbps is None else f"{kbps:g} kbit/s" if kbps else "nothing sent"
+        logger.info("peer %s: video paced at %s", self.label, pace)
 
     async def cap_estimate(self, kbps: float | None) -> None:
         """Cap the bandwidth estimate the browser gets from the server (REMB, over RTCP: it
@@ -219,6 +219,16 @@ class Peer:
             logger.info("peer %s: bandwidth estimate cap %s", self.label, cap)
         self._estimate_cap = kbps
         await aiortc_glue.cap_remb(receiver, kbps)
+
+    def hush_video(self, on: bool) -> None:
+        """While ``on``, the server asks the browser for no retransmission and no keyframe of
+        its video (paused on audio only: what it still sends takes its audio's room)."""
+        receiver = self.receivers.get("video")
+        if receiver is None or self._closed or on == self._hushed:
+            return
+        self._hushed = on
+        logger.info("peer %s: video requests %s", self.label, "off" if on else "on")
+        aiortc_glue.hush(receiver, on)
 
     def uplink_queue_ms(self) -> float | None:
         """The standing queue on the browser's uplink, from its audio's arrival times (``None``
@@ -245,16 +255,26 @@ class Peer:
             await aiortc_glue.request_keyframe(receiver)
 
     async def stats(self) -> dict[str, dict[str, float]]:
+        """aiortc's statistics by ``type:kind`` (``inbound-rtp:video``, ...), numbers only;
+        ``transport`` sums the transports' counters (with BUNDLE there is one): the only
+        received byte counts aiortc keeps, every datagram's UDP payload."""
         report = await self._pc.getStats()
         out: dict[str, dict[str, float]] = {}
+        transport: dict[str, float] = {}
         for stat in report.values():
             kind = getattr(stat, "kind", None)
+            numbers = {
+                k: float(v)
+                for k, v in vars(stat).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             if stat.type in ("inbound-rtp", "outbound-rtp", "remote-inbound-rtp") and kind:
-                out[f"{stat.type}:{kind}"] = {
-                    k: float(v)
-                    for k, v in vars(stat).items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
+                out[f"{stat.type}:{kind}"] = numbers
+            elif stat.type == "transport":
+                for k, v in numbers.items():
+                    transport[k] = transport.get(k, 0.0) + v
+        if transport:
+            out["transport"] = transport
         return out
 
     async def close(self) -> None:

@@ -20,7 +20,10 @@ from core.domain import Participant
 from media import MediaRoom, Peer, PeerState
 from media.adaptation import (
     AUDIO_ONLY,
+    COLLAPSE_KBPS,
+    DOWN_MARGIN,
     LADDER,
+    LOSS_SEVERE,
     ONE_WAY_QUEUE_DOWN_MS,
     Adapter,
     BaseRtt,
@@ -76,9 +79,8 @@ class LegView:
 
 #: Fewer packets than this in an interval say too little about loss to act on.
 MIN_PACKETS = 50
-#: What an RTP packet costs on the wire beyond its payload: IPv4, UDP, RTP with its header
-#: extensions, the SRTP tag.
-PACKET_BYTES = 60
+#: What a datagram costs on the wire beyond its UDP payload: the IPv4 and UDP headers.
+DATAGRAM_BYTES = 28
 #: How long a downlink's loss stands for it when no new receiver report has come.
 DOWN_LOSS_KEPT_S = 3.0
 
@@ -93,8 +95,10 @@ class _Counters:
     #: Nothing arrived in the last interval (an outage): the next interval's count of lost
     #: packets includes the whole outage and says nothing of the link as it is now.
     silent: bool = False
-    #: Bytes on the wire (payload and headers) received from the browser, and when.
+    #: Bytes on the wire (payload and headers) received from the browser and sent to it, and
+    #: when.
     wire_in: float = 0.0
+    wire_out: float = 0.0
     at: float = 0.0
     #: The downlink's last measured loss and when: receiver reports come about once a second
     #: (audio's every few), so a sample without a new one keeps the last for a while.
@@ -126,6 +130,8 @@ class LinkMonitor:
         self._counters: dict[Participant, _Counters] = {}
         self._server_up: dict[Participant, LegSample] = {}
         self._server_down: dict[Participant, LegSample] = {}
+        #: What the server sent each browser over the last interval, headers included (kbit/s).
+        self._sent_kbps: dict[Participant, float] = {}
         self._base_rtt: dict[Participant, BaseRtt] = {}
         self._braked = asyncio.Event()
         self._samples = 0
@@ -168,7 +174,14 @@ class LinkMonitor:
             change = self.adapters[s].brake(now, reason, carried)
             if change is not None:
                 label = change.step.label
-                logger.info("room %s: %s sends %s (%s)", self._media.label, s, label, reason)
+                logger.info(
+                    "room %s: %s sends %s (%s; carried %s kbit/s)",
+                    self._media.label,
+                    s,
+                    label,
+                    reason,
+                    "?" if carried is None else f"{carried:.0f}",
+                )
                 self._on_step(s, change)
             elif s is seat:
                 # Already on audio only: say so again, so that a braking page that had not yet
@@ -201,11 +214,12 @@ class LinkMonitor:
             change = self.adapters[seat].update(path, now)
             if change is not None:
                 logger.info(
-                    "room %s: %s sends %s (%s)",
+                    "room %s: %s sends %s (%s; %s)",
                     self._media.label,
                     seat,
                     change.step.label,
                     change.reason,
+                    path.describe(),
                 )
                 self._on_step(seat, change)
                 if self._collapsed(seat, change):
@@ -231,26 +245,39 @@ class LinkMonitor:
         apply it: the video it relays is paced on the low steps and held while the step is
         audio only (the receiver's downlink is free at once), and the sender's bandwidth
         estimate is capped to what audio needs (over RTCP, so it arrives even when the step,
-        sent over the websocket, is stuck behind a collapsing link).  With both seats on audio
-        only, the audio relayed to the receiver goes without its redundant copy."""
+        sent over the websocket, is stuck behind a collapsing link), and asked for no
+        retransmission or keyframe of its video.  With both seats on audio only, the audio
+        relayed to the receiver goes without its redundant copy."""
         step = self.adapters[sender].step
         audio_only = step.index == AUDIO_ONLY
+        peer = self._media.peer(sender)
+        if peer is not None:
+            # Before the relay lets go of its hold, which asks the sender for a keyframe.
+            peer.hush_video(audio_only)
         self._media.outbound[sender.other]["video"].hold(audio_only)
         receiver = self._media.peer(sender.other)
         if receiver is not None:
             receiver.pace_video(pace_kbps(step))
-            # Audio only both ways: the link has no room for a second copy of each frame.
+            # Audio only both ways, on a link seen to carry too little for a second copy of
+            # each frame: one copy.  Where it fits (edge's 60 kbit/s carries some 45 of RED
+            # audio), the copy is what keeps the link's random loss out of the conversation.
             collapsed = audio_only and self.adapters[sender.other].step.index == AUDIO_ONLY
-            receiver.set_audio_redundancy(not collapsed)
-        peer = self._media.peer(sender)
+            receiver.set_audio_redundancy(not collapsed or self._red_fits())
         if peer is not None and peer.state is PeerState.CONNECTED:
             await peer.cap_estimate(AUDIO_ONLY_ESTIMATE_KBPS if audio_only else None)
+
+    def _red_fits(self) -> bool:
+        """Whether the weaker link, seen full lately, carried audio only as RED with a margin."""
+        now = self._clock()
+        seen = [c for a in self.adapters.values() if (c := a.ceiling_kbps(now)) is not None]
+        return bool(seen) and min(seen) * DOWN_MARGIN >= LADDER[AUDIO_ONLY].wire_kbps
 
     async def _measure(self, seat: Participant) -> None:
         peer = self._media.peer(seat)
         if peer is None or peer.state is not PeerState.CONNECTED:
             self._server_up.pop(seat, None)
             self._server_down.pop(seat, None)
+            self._sent_kbps.pop(seat, None)
             self._counters.pop(seat, None)
             return
         stats = await peer.stats()
@@ -269,7 +296,17 @@ class LinkMonitor:
         silent = False
         now = self._clock()
         down_at = now
-        wire_in = sum(s.get("bytesReceived", 0.0) for s in inbound) + received * PACKET_BYTES
+        # Everything that arrived over the uplink (media, RTCP, retransmissions), as the link
+        # counts it: aiortc keeps byte counts per transport only, not per stream.
+        transport = stats.get("transport", {})
+        wire_in = (
+            transport.get("bytesReceived", 0.0)
+            + transport.get("packetsReceived", 0.0) * DATAGRAM_BYTES
+        )
+        wire_out = (
+            transport.get("bytesSent", 0.0) + transport.get("packetsSent", 0.0) * DATAGRAM_BYTES
+        )
+        down_kbps = None
         last = self._counters.get(seat)
         if last is not None and last.peer is peer:
             d_received, d_lost = received - last.received, max(0.0, lost - last.lost)
@@ -278,6 +315,8 @@ class LinkMonitor:
                 up_loss = d_lost / (d_received + d_lost)
                 if now > last.at:
                     up_kbps = (wire_in - last.wire_in) * 8 / 1000 / (now - last.at)
+            if now > last.at:
+                down_kbps = (wire_out - last.wire_out) * 8 / 1000 / (now - last.at)
             d_sent, d_lost_far = sent - last.sent, max(0.0, lost_far - last.lost_far)
             if not last.silent and d_sent >= MIN_PACKETS:
                 down_loss = min(1.0, d_lost_far / d_sent)
@@ -288,7 +327,17 @@ class LinkMonitor:
                 if now - last.down_at <= DOWN_LOSS_KEPT_S:
                     down_loss = last.down_loss
         self._counters[seat] = _Counters(
-            peer, received, lost, sent, lost_far, silent, wire_in, now, down_loss, down_at
+            peer,
+            received,
+            lost,
+            sent,
+            lost_far,
+            silent=silent,
+            wire_in=wire_in,
+            wire_out=wire_out,
+            at=now,
+            down_loss=down_loss,
+            down_at=down_at,
         )
         rtts = [s["roundTripTime"] * 1000 for s in remote if s.get("roundTripTime")]
         jitter = inbound[0].get("jitter")
@@ -305,15 +354,20 @@ class LinkMonitor:
                 # (a sender pacing itself with timers drifts; a capture clock does not).
                 up_queue = min(up_queue, max(0.0, excess))
                 down_queue = max(0.0, excess - up_queue)
+        # Full: its queue stood, or a quarter and more was lost (a tail-drop queue drops that
+        # much only when full; random loss on a rural link is a few per cent).
+        full = (standing or 0.0) >= ONE_WAY_QUEUE_DOWN_MS or (up_loss or 0.0) >= LOSS_SEVERE
         self._server_up[seat] = LegSample(
             loss=up_loss,
             rtt_ms=rtt,
             jitter_ms=None if jitter is None else jitter / _AUDIO_CLOCK_PER_MS,
             queue_ms=up_queue,
-            # What the uplink carried is what it can carry only while its queue stays full.
-            carried_kbps=up_kbps if (standing or 0.0) >= ONE_WAY_QUEUE_DOWN_MS else None,
+            # What the uplink carried is what it can carry only while it is full.
+            carried_kbps=up_kbps if full else None,
         )
         self._server_down[seat] = LegSample(loss=down_loss, rtt_ms=rtt, queue_ms=down_queue)
+        if down_kbps is not None:
+            self._sent_kbps[seat] = down_kbps
 
     def _far_loss(self, sender: Participant, peer: Peer, now: float) -> None:
         """The sender's audio crosses the other seat's downlink after the server: report that
@@ -338,10 +392,20 @@ class LinkMonitor:
 
     def _downlink(self, seat: Participant, now: float) -> LegSample:
         c = self._client(seat, now)
-        return worst(
+        down = worst(
             self._server_down.get(seat, LegSample()),
             LegSample(loss=c.in_loss, jitter_ms=c.in_jitter_ms, kbps=c.in_kbps),
         )
+        # A downlink losing a quarter and more is full: what it carried is about what the
+        # server sent into it less what was lost.  The loss covers a span a little older than
+        # the rate, and a higher rate before a step down loses more: the figure counts only to
+        # tell a poor link from a collapsed one, never to call a link collapsed.
+        sent = self._sent_kbps.get(seat)
+        if down.loss is not None and down.loss >= LOSS_SEVERE and sent is not None:
+            carried = sent * (1 - down.loss)
+            if carried >= COLLAPSE_KBPS:
+                down = dataclasses.replace(down, carried_kbps=carried)
+        return down
 
     def _path(self, sender: Participant, now: float) -> LegSample:
         """What ``sender``'s media crosses: its uplink, then the other seat's downlink."""
@@ -354,7 +418,7 @@ class LinkMonitor:
         # What the uplink carried says what the path can carry only if the uplink is where
         # the queue is; a sender below a full downlink's rate carries little of its own accord.
         if (downlink.queue_ms or 0.0) > (uplink.queue_ms or 0.0):
-            path = dataclasses.replace(path, carried_kbps=None)
+            path = dataclasses.replace(path, carried_kbps=downlink.carried_kbps)
         return path
 
     def network(self) -> dict[Participant, LegView]:

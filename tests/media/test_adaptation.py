@@ -11,6 +11,7 @@ from media.adaptation import (
     Grade,
     LegSample,
     OneWayDelay,
+    collapsed,
     step_for_bandwidth,
     worst,
 )
@@ -176,10 +177,12 @@ def test_severe_loss_right_after_a_step_for_delay_is_not_kept_waiting() -> None:
     second = a.update(LegSample(loss=0.7, rtt_ms=600), t + 2.0)
     assert second is not None
     assert second.step.index == AUDIO_ONLY
-    # Loss after a step for loss still waits for the spacing.
+    # Moderate loss after a step for loss waits for the spacing; severe loss, once the step
+    # has settled, does not.
     b = Adapter(now=0.0)
     assert b.update(LegSample(loss=0.3, rtt_ms=80), 2.0) is not None
-    assert b.update(LegSample(loss=0.3, rtt_ms=80), 4.0) is None
+    assert b.update(LegSample(loss=0.15, rtt_ms=80), 4.0) is None
+    assert b.update(LegSample(loss=0.3, rtt_ms=80), 5.0) is not None
 
 
 def arrivals(delay: OneWayDelay, start_s: float, seconds: float, extra_s: float = 0.0) -> float:
@@ -226,10 +229,15 @@ def test_a_collapsed_link_steps_again_without_the_spacing() -> None:
     first = adapter.update(LegSample(loss=0.45, rtt_ms=400), 2.0)
     assert first is not None
     assert first.step.index == 2
-    # Two seconds later a quarter is still lost: the spacing holds...
+    # A second later a quarter is still lost, in a report that still counts the old rate:
+    # the spacing holds...
     held = Adapter(0.0, start=1)
     held.update(LegSample(loss=0.45, rtt_ms=400), 2.0)
-    assert held.update(LegSample(loss=0.3, rtt_ms=400), 4.0) is None
+    assert held.update(LegSample(loss=0.3, rtt_ms=400), 3.0) is None
+    # ...until the step has settled: then the step did not fit, and it goes on.
+    settled = held.update(LegSample(loss=0.3, rtt_ms=400), 4.0)
+    assert settled is not None
+    assert settled.step.index > 2
     # ...but half lost says the link carries a fraction of it: on at once.
     again = adapter.update(LegSample(loss=0.6, rtt_ms=400), 4.0)
     assert again is not None
@@ -275,6 +283,31 @@ def test_loss_stops_video_only_from_its_last_rung_unless_the_link_collapsed() ->
     assert change.step.index == AUDIO_ONLY
 
 
+def test_severe_loss_on_a_link_counted_to_carry_little_pauses_video_at_once() -> None:
+    # An edge link (60 kbit/s) under the second rung's 300 kbit/s: a third lost, 60 carried.
+    # What was sent less what was lost (200) would fit a video rung; what arrived does not.
+    edge = Adapter(0.0, start=1)
+    change = edge.update(LegSample(loss=0.35, rtt_ms=600, carried_kbps=60.0), 2.0)
+    assert change is not None
+    assert (change.reason, change.step.index) == ("loss", AUDIO_ONLY)
+    assert collapsed(LegSample(loss=0.35, carried_kbps=60.0))
+    # A poor link (150 kbit/s) overloaded alike carries more: the rung that fits, with video.
+    poor = Adapter(0.0, start=1)
+    change = poor.update(LegSample(loss=0.35, rtt_ms=600, carried_kbps=140.0), 2.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY - 1
+    assert not collapsed(LegSample(loss=0.35, carried_kbps=140.0))
+    # ...and what it carried full caps the rungs tried above it: not 320x180 10 fps (172
+    # kbit/s on the wire) for a while, whatever the healthy reports.
+    t = feed(poor, LegSample(loss=0.02, queue_ms=5.0), 4.0, 40.0)
+    assert poor.step.index == AUDIO_ONLY - 1
+    feed(poor, LegSample(loss=0.02, queue_ms=5.0), t, 30.0)
+    assert poor.step.index < AUDIO_ONLY - 1
+    # Without a count, a third lost is no collapse; half is.
+    assert not collapsed(LegSample(loss=0.35))
+    assert collapsed(LegSample(loss=0.5))
+
+
 def test_a_link_seen_full_is_not_asked_for_more_for_a_while() -> None:
     adapter = Adapter(0.0, start=1)
     change = adapter.update(LegSample(loss=0.0, queue_ms=300.0, carried_kbps=55.0), 2.0)
@@ -297,3 +330,20 @@ def test_loss_on_a_link_with_room_sets_no_ceiling() -> None:
     assert change.step.index == AUDIO_ONLY
     feed(adapter, LegSample(loss=0.01, queue_ms=5.0), 7.0, 30.0)
     assert adapter.step.index < AUDIO_ONLY
+
+
+def test_a_sample_describes_what_was_measured() -> None:
+    assert LegSample().describe() == "nothing measured"
+    sample = LegSample(loss=0.4213, rtt_ms=640.4, carried_kbps=57.2)
+    assert sample.describe() == "loss 0.42, rtt 640 ms, carried 57 kbit/s"
+
+
+def test_the_last_video_rung_holds_on_moderate_loss() -> None:
+    # A poor link loses a tenth as video comes back on its last rung: video stays.
+    adapter = Adapter(0.0, start=AUDIO_ONLY - 1)
+    assert feed(adapter, LegSample(loss=0.12, rtt_ms=300, queue_ms=0.0), 0.0, 20.0)
+    assert adapter.step.index == AUDIO_ONLY - 1
+    # Severe loss there still stops it.
+    change = adapter.update(LegSample(loss=0.3, rtt_ms=300, queue_ms=0.0), 22.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY

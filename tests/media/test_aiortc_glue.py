@@ -16,7 +16,15 @@ from typing import Any
 
 import aiortc
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 
 from media import aiortc_glue
 from media.frames import EncodedFrame
@@ -268,6 +276,51 @@ async def test_a_capped_receiver_tells_its_sender_at_once() -> None:
         assert heard[before] == 40_000
         await asyncio.sleep(1.5)  # aiortc's estimator goes on sending its own
         assert max(heard[before:]) <= 40_000
+        await aiortc_glue.cap_remb(receiver, None)
+
+
+async def test_a_hushed_receiver_asks_for_nothing_and_reports_on() -> None:
+    """Hushed, a receiver's keyframe requests and NACKs never leave it, its other RTCP does;
+    unhushed, the next request reaches the sender."""
+    sender_pc = RTCPeerConnection()
+    sender = sender_pc.addTrack(ClockVideoTrack(width=160, height=120))
+    heard: list[str] = []
+    stock = sender._handle_rtcp_packet
+
+    async def record(packet: Any) -> None:
+        heard.append(f"{type(packet).__name__}:{getattr(packet, 'fmt', '')}")
+        await stock(packet)
+
+    sender._handle_rtcp_packet = record  # type: ignore[method-assign]
+    pli = f"RtcpPsfbPacket:{RTCP_PSFB_PLI}"
+    nack = f"RtcpRtpfbPacket:{RTCP_RTPFB_NACK}"
+    async with connected(sender_pc) as receiver:
+        for _ in range(100):
+            if receiver.getSynchronizationSources():
+                break
+            await asyncio.sleep(0.05)
+        ssrc = receiver.getSynchronizationSources()[0].source
+        aiortc_glue.hush(receiver, True)
+        before = len(heard)
+        remb = f"RtcpPsfbPacket:{RTCP_PSFB_APP}"
+        assert await aiortc_glue.request_keyframe(receiver)
+        await receiver._send_rtcp_nack(ssrc, [1, 2, 3])
+        await aiortc_glue.cap_remb(receiver, 40)  # not a request: it goes
+        for _ in range(40):
+            if remb in heard[before:]:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # what was sent before the REMB has long arrived
+        assert remb in heard[before:]
+        assert pli not in heard[before:]
+        assert nack not in heard[before:]
+        aiortc_glue.hush(receiver, False)
+        await aiortc_glue.request_keyframe(receiver)
+        for _ in range(40):
+            if pli in heard[before:]:
+                break
+            await asyncio.sleep(0.05)
+        assert pli in heard[before:]
         await aiortc_glue.cap_remb(receiver, None)
 
 

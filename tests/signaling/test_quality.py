@@ -144,9 +144,42 @@ async def test_a_page_brake_puts_both_seats_on_audio_only_at_once(
     spoke_server_peer = live.media.peer(Participant.SPOKE)
     assert spoke_server_peer is not None
     assert spoke_server_peer._estimate_cap is not None
+    # ...and asks neither browser to resend video or to send a keyframe.
+    assert spoke_server_peer._hushed
 
     # A page that brakes again, already on audio only, hears its step again.
     await nurse.send("link_report", brake=True)
     again = await quality_for(nurse, "spoke", reason="browser")
     assert again["step"] == 4
+    await call.end()
+
+
+async def test_what_an_uplink_carried_is_counted_in_bytes(
+    aiohttp_client: AiohttpClient, redis_url: str, no_leaked_tasks: None
+) -> None:
+    """The server's count of what arrived over a browser's uplink is what the browser sent:
+    its datagrams' bytes, media payload included (aiortc counts bytes per transport only)."""
+    call = await in_a_call(aiohttp_client, redis_url)
+    peer = call.live.media.peer(Participant.SPOKE)
+    assert peer is not None
+
+    async def sent() -> float:
+        report = await call.peers[0].pc.getStats()
+        return float(sum(s.bytesSent for s in report.values() if s.type == "transport"))
+
+    before, sent_before = await peer.stats(), await sent()
+    await asyncio.sleep(1.0)
+    after, sent_after = await peer.stats(), await sent()
+    got = after["transport"]["bytesReceived"] - before["transport"]["bytesReceived"]
+    packets = sum(
+        after[f"inbound-rtp:{kind}"]["packetsReceived"]
+        - before[f"inbound-rtp:{kind}"]["packetsReceived"]
+        for kind in ("audio", "video")
+    )
+    assert packets > 50
+    assert after["transport"]["packetsReceived"] - before["transport"]["packetsReceived"] >= packets
+    # On loopback nothing is lost: within what was in flight at either reading.
+    assert abs(got - (sent_after - sent_before)) < 0.1 * got
+    # RTP's header and SRTP's tag alone are 22 bytes a packet: the payloads are counted too.
+    assert got > 30 * packets
     await call.end()

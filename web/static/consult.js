@@ -133,9 +133,8 @@ const steps = { spoke: null, hub: null };
 // the microphone's bitrate.
 async function applyStep() {
   if (!videoSender || !ownStep) return;
-  const step = braked
-    ? { ...ownStep, video: false, audio_kbps: Math.min(ownStep.audio_kbps, BRAKE_AUDIO_KBPS) }
-    : ownStep;
+  const step = { ...ownStep, audio_kbps: Math.min(ownStep.audio_kbps, braked ? BRAKE_AUDIO_KBPS : audioGuard) };
+  if (braked) step.video = false;
   const params = videoSender.getParameters();
   if (!params.encodings || !params.encodings.length) params.encodings = [{}];
   const e = params.encodings[0];
@@ -262,12 +261,13 @@ setInterval(() => { reportLinks().catch(() => { /* the next report tries again *
 // The brake.  A village link that collapses (to a few tens of kbit/s) shows in the browser's
 // own estimate of its uplink within a second or two, long before the server's reports, which
 // cross the same failing link, can say so; and the server, when it puts us on audio only,
-// caps that estimate (REMB, over RTCP) below BRAKE_KBPS, which reaches us within a round trip
-// where its `quality` message may be stuck behind the link's TCP retransmissions.  Video cannot
-// fit beside audio below BRAKE_KBPS (a poor link of 150 kbit/s has estimates down to about 40
-// while it settles): the page pauses it and lowers its audio at once, and tells the server,
-// which puts both seats on audio only.  Video comes back by the server's usual healthy hold; for a while after
-// it does, the estimate (low while only audio was sent) is given time to grow again.
+// caps that estimate (REMB, over RTCP), which reaches us within a round trip where its
+// `quality` message may be stuck behind the link's TCP retransmissions.  Chrome's own estimate
+// rests at 30 kbit/s at times on a poor link of 150 kbit/s, where video must go on: below that
+// floor is only a collapsed link or the server's cap.  The page pauses its video and lowers its
+// audio at once, and tells the server, which puts both seats on audio only.
+// Video comes back by the server's usual healthy hold; for a while after it does, the estimate
+// (low while only audio was sent) is given time to grow again.
 const BRAKE_KBPS = 25;
 const BRAKE_CHECKS = 1;
 const BRAKE_AUDIO_KBPS = 8;    // the audio-only rung's Opus rate
@@ -277,6 +277,26 @@ let braked = false;
 let brakedAt = 0;
 let brakeCount = 0;
 let brakeQuietUntil = 0;
+
+// The audio guard.  Opus at the first rungs' 32 kbit/s, sent twice as RED, is some 90 kbit/s
+// on the wire with its headers: more than an edge link carries by itself.  Chrome adapts its
+// video to its estimate but not its audio, so when the estimate falls below AUDIO_GUARD_KBPS the
+// page caps its own audio until the estimate is back above AUDIO_GUARD_OFF_KBPS, without waiting
+// for a step that must cross the same link.
+const AUDIO_GUARD_KBPS = 100;
+const AUDIO_GUARD_OFF_KBPS = 160;
+const AUDIO_GUARD_CAP_KBPS = 16;  // about 60 kbit/s as RED
+let audioGuard = Infinity;
+
+async function guardAudio(estimate) {
+  let guard = audioGuard;
+  if (estimate != null && estimate < AUDIO_GUARD_KBPS) guard = AUDIO_GUARD_CAP_KBPS;
+  else if (estimate == null || estimate > AUDIO_GUARD_OFF_KBPS) guard = Infinity;
+  if (guard === audioGuard) return;
+  audioGuard = guard;
+  await applyStep();
+}
+
 async function watchBrake() {
   const now = performance.now();
   if (braked && now - brakedAt > BRAKE_GIVE_UP_MS) {
@@ -285,7 +305,7 @@ async function watchBrake() {
   }
   // "disconnected" too: a flooded link loses ICE's consent checks first.
   const up = pc && ["connected", "disconnected"].includes(pc.connectionState);
-  if (!up || ended || braked || !ownStep || !ownStep.video || now < brakeQuietUntil) {
+  if (!up || ended || !ownStep) {
     brakeCount = 0;
     return;
   }
@@ -296,6 +316,11 @@ async function watchBrake() {
       estimate = r.availableOutgoingBitrate / 1000;
     }
   });
+  await guardAudio(estimate);
+  if (braked || !ownStep.video || now < brakeQuietUntil) {
+    brakeCount = 0;
+    return;
+  }
   brakeCount = estimate != null && estimate < BRAKE_KBPS ? brakeCount + 1 : 0;
   if (brakeCount < BRAKE_CHECKS) return;
   brakeCount = 0;
