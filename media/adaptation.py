@@ -151,6 +151,9 @@ class LegSample:
     #: while it was full (its queue stayed long, or it lost a quarter and more of what was
     #: sent, which a tail-drop queue does only when full): what it can carry (uplinks only).
     carried_kbps: float | None = None
+    #: The loss is the far leg's (the other seat's downlink, from its receiver's reports),
+    #: whose rate the server can only estimate: with no rate known, it is no collapse.
+    far: bool = False
 
     def describe(self) -> str:
         """The figures measured, for a log line: ``loss 0.42, rtt 640 ms, carried 57 kbit/s``."""
@@ -206,7 +209,7 @@ def collapsed(link: LegSample) -> bool:
         return False
     if link.carried_kbps is not None:
         return link.carried_kbps < COLLAPSE_KBPS
-    return link.loss >= LOSS_COLLAPSE
+    return link.loss >= LOSS_COLLAPSE and not link.far
 
 
 class _WindowMin:
@@ -389,8 +392,9 @@ class Adapter:
         if index < AUDIO_ONLY:
             # Severe loss once the last step has settled says the step was a guess that did
             # not fit (one rung for delay, or a rate that rose again): it is not made to wait
-            # for the spacing, while the link's audio suffers.
-            settled = now - self._last_down >= SETTLE_S
+            # for the spacing, while the link's audio suffers.  Not the far leg's loss: its
+            # receiver's reports come late, and still count the rate before the step.
+            settled = now - self._last_down >= SETTLE_S and not link.far
             severe = raw >= LOSS_SEVERE and (spaced or settled or collapsed(link))
             # The last rung holds on moderate loss: a poor link loses a tenth as video comes
             # back, which RED and retransmissions absorb.
@@ -409,9 +413,11 @@ class Adapter:
                 if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
                     target = AUDIO_ONLY - 1
                 return self._move(target, "loss", now)
-            if spaced and queue >= queue_down:
+            guessed = link.carried_kbps is None
+            if spaced and queue >= queue_down and not (last_rung_holds and guessed):
                 # A standing queue says the link is full: what it carried is what it can
-                # carry.  Without that count, one rung.
+                # carry.  Without that count, one rung (but not off the last one: the queue
+                # may be the other direction's, which the round trip holds too).
                 target = index + 1
                 if link.carried_kbps is not None:
                     target = max(target, self._fitting(link.carried_kbps))

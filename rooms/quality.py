@@ -419,6 +419,8 @@ class LinkMonitor:
         # the queue is; a sender below a full downlink's rate carries little of its own accord.
         if (downlink.queue_ms or 0.0) > (uplink.queue_ms or 0.0):
             path = dataclasses.replace(path, carried_kbps=downlink.carried_kbps)
+        if (downlink.loss or 0.0) > (uplink.loss or 0.0):
+            path = dataclasses.replace(path, far=True)
         return path
 
     def network(self) -> dict[Participant, LegView]:

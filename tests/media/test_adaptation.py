@@ -347,3 +347,29 @@ def test_the_last_video_rung_holds_on_moderate_loss() -> None:
     change = adapter.update(LegSample(loss=0.3, rtt_ms=300, queue_ms=0.0), 22.0)
     assert change is not None
     assert change.step.index == AUDIO_ONLY
+
+
+def test_the_last_video_rung_holds_on_a_queue_whose_rate_is_unknown() -> None:
+    adapter = Adapter(0.0, start=AUDIO_ONLY - 1)
+    assert adapter.update(LegSample(loss=0.02, rtt_ms=500, queue_ms=200.0), 5.0) is None
+    # With what the full link carried, the step that fits.
+    change = adapter.update(LegSample(loss=0.02, queue_ms=200.0, carried_kbps=50.0), 10.0)
+    assert change is not None
+    assert (change.reason, change.step.index) == ("delay", AUDIO_ONLY)
+
+
+def test_far_loss_alone_is_no_collapse() -> None:
+    """Half lost on the other seat's downlink, with no rate known: not a collapse (the reports'
+    span differs from the rate's); on the sender's own link it is."""
+    assert not collapsed(LegSample(loss=0.6, far=True))
+    assert collapsed(LegSample(loss=0.6))
+    assert collapsed(LegSample(loss=0.6, far=True, carried_kbps=50.0))
+    adapter = Adapter(0.0, start=2)
+    change = adapter.update(LegSample(loss=0.55, rtt_ms=500, far=True), 5.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY - 1
+    # Its reports come late: severe far loss two seconds on waits for the spacing.
+    assert adapter.update(LegSample(loss=0.5, rtt_ms=500, far=True), 7.0) is None
+    change = adapter.update(LegSample(loss=0.5, rtt_ms=500, far=True), 9.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY
