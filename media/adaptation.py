@@ -405,19 +405,27 @@ class Adapter:
                 # step that fits, at least one down; but video stops only from its last rung,
                 # or on a collapsed link: the loss just after a step still counts some of the
                 # rate before it.
-                carried = self.step.wire_kbps * (1 - raw)
-                if link.carried_kbps is not None:
-                    carried = min(carried, link.carried_kbps)
-                target = self._fitting(carried)
                 self._note_ceiling(link.carried_kbps, now)
-                if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
-                    target = AUDIO_ONLY - 1
-                return self._move(target, "loss", now)
+                if link.carried_kbps is None:
+                    target = self._fitting(self.step.wire_kbps * (1 - raw))
+                elif self.step.wire_kbps > link.carried_kbps:
+                    target = self._fitting(link.carried_kbps)
+                else:
+                    # The step fits what the full link carried: the loss is the rate before
+                    # the last step, still queued or still being sent.
+                    target = None
+                if target is not None:
+                    if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
+                        target = AUDIO_ONLY - 1
+                    return self._move(target, "loss", now)
+            # A step that fits what the full link carried is not what fills its queue (the
+            # rate before the last step is, or the other direction's, which the round trip
+            # holds too); nor is the last rung's, with no count at all.
+            fits = link.carried_kbps is not None and self.step.wire_kbps <= link.carried_kbps
             guessed = link.carried_kbps is None
-            if spaced and queue >= queue_down and not (last_rung_holds and guessed):
+            if spaced and queue >= queue_down and not fits and not (last_rung_holds and guessed):
                 # A standing queue says the link is full: what it carried is what it can
-                # carry.  Without that count, one rung (but not off the last one: the queue
-                # may be the other direction's, which the round trip holds too).
+                # carry.  Without that count, one rung.
                 target = index + 1
                 if link.carried_kbps is not None:
                     target = max(target, self._fitting(link.carried_kbps))
@@ -436,8 +444,8 @@ class Adapter:
             return None
         if now - self._last_down < self._backoff:
             return None
-        ceiling = self.ceiling_kbps(now)
-        if ceiling is not None and LADDER[index - 1].wire_kbps > ceiling:
+        ceilings = [c for c in (self.ceiling_kbps(now), link.carried_kbps) if c is not None]
+        if ceilings and LADDER[index - 1].wire_kbps > min(ceilings):
             return None
         return self._move(index - 1, "recovered", now)
 

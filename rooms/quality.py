@@ -421,6 +421,14 @@ class LinkMonitor:
             path = dataclasses.replace(path, carried_kbps=downlink.carried_kbps)
         if (downlink.loss or 0.0) > (uplink.loss or 0.0):
             path = dataclasses.replace(path, far=True)
+        if path.carried_kbps is None:
+            # The other seat's downlink is its uplink's link, the other way: with no figure of
+            # its own, what that uplink carried while full is the best guess (village links
+            # carry at least as much down as up), so that a sender whose video floods the
+            # spoke's downlink goes to the step that fits at once, not one rung at a time.
+            path = dataclasses.replace(
+                path, carried_kbps=self.adapters[sender.other].ceiling_kbps(now)
+            )
         return path
 
     def network(self) -> dict[Participant, LegView]:

@@ -373,3 +373,23 @@ def test_far_loss_alone_is_no_collapse() -> None:
     change = adapter.update(LegSample(loss=0.5, rtt_ms=500, far=True), 9.0)
     assert change is not None
     assert change.step.index == AUDIO_ONLY
+
+
+def test_loss_on_a_full_link_that_carries_the_step_waits() -> None:
+    """Two seconds after a step to 320x180 8 fps (116 kbit/s), a poor link that carried 144
+    full still loses a third: the old rate, still queued or sent; the step fits, so it stays."""
+    adapter = Adapter(0.0, start=AUDIO_ONLY - 1)
+    assert adapter.update(LegSample(loss=0.3, rtt_ms=300, carried_kbps=144.0), 5.0) is None
+    # Nor does a standing queue move it.
+    assert adapter.update(LegSample(loss=0.0, queue_ms=250.0, carried_kbps=144.0), 10.0) is None
+    assert adapter.step.index == AUDIO_ONLY - 1
+
+
+def test_no_rung_is_tried_above_what_the_path_carried() -> None:
+    """The doctor's video crosses the spoke's link the other way: no rung up that the spoke's
+    full uplink (the path's figure) could not carry, however healthy the reports."""
+    adapter = Adapter(0.0, start=1)
+    feed(adapter, LegSample(loss=0.0, rtt_ms=80, carried_kbps=146.0), 0.0, 40.0)
+    assert adapter.step.index == 1
+    feed(adapter, CLEAN, 40.0, 20.0)
+    assert adapter.step.index == 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from server import create_app
 from signaling.transport import (
@@ -24,21 +25,24 @@ AiohttpClient = Any
 HEARTBEAT_S = 0.3
 
 
+@contextlib.asynccontextmanager
 async def raw_socket(
     aiohttp_client: AiohttpClient, redis_url: str, *, autoping: bool
-) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse, TestClient[Any, Any]]:
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
     """A signed-in nurse's websocket that sends nothing unless the test does, past its welcome."""
     client = await aiohttp_client(create_app(make_settings(redis_url, heartbeat_s=HEARTBEAT_S)))
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    await http.post(client.make_url("/login"), data={"username": NURSE, "password": DEMO_PASSWORD})
-    origin = str(client.make_url("/")).rstrip("/")
-    ws = await http.ws_connect(
-        client.make_url("/ws"), headers={"Origin": origin}, autoping=autoping, heartbeat=None
-    )
-    welcome = await ws.receive_json(timeout=5)
-    assert welcome["type"] == "welcome"
-    assert welcome["heartbeat_s"] == HEARTBEAT_S
-    return http, ws, client
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await http.post(
+            client.make_url("/login"), data={"username": NURSE, "password": DEMO_PASSWORD}
+        )
+        origin = str(client.make_url("/")).rstrip("/")
+        async with http.ws_connect(
+            client.make_url("/ws"), headers={"Origin": origin}, autoping=autoping, heartbeat=None
+        ) as ws:
+            welcome = await ws.receive_json(timeout=5)
+            assert welcome["type"] == "welcome"
+            assert welcome["heartbeat_s"] == HEARTBEAT_S
+            yield ws
 
 
 async def test_a_client_silent_for_longer_than_half_a_heartbeat_is_kept(
@@ -46,7 +50,11 @@ async def test_a_client_silent_for_longer_than_half_a_heartbeat_is_kept(
 ) -> None:
     """Pings unanswered for two heartbeats (a flooded village link) do not drop the socket; a
     frame from the client then is answered.  Silent for three, the client is dropped."""
-    http, ws, _ = await raw_socket(aiohttp_client, redis_url, autoping=False)
+    async with raw_socket(aiohttp_client, redis_url, autoping=False) as ws:
+        await silent_twice_then_dropped(ws)
+
+
+async def silent_twice_then_dropped(ws: aiohttp.ClientWebSocketResponse) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     pings = 0
@@ -74,36 +82,30 @@ async def test_a_client_silent_for_longer_than_half_a_heartbeat_is_kept(
     assert ws.close_code == CLOSE_TOO_SLOW
     waited = loop.time() - silent_from
     assert (SILENT_HEARTBEATS - 1) * HEARTBEAT_S <= waited <= (SILENT_HEARTBEATS + 2) * HEARTBEAT_S
-    await ws.close()
-    await http.close()
 
 
 async def test_answered_pings_keep_a_quiet_client(
     aiohttp_client: AiohttpClient, redis_url: str
 ) -> None:
     """A client that only answers the server's pings (protocol pongs) stays connected."""
-    http, ws, _ = await raw_socket(aiohttp_client, redis_url, autoping=True)
-    # (The client's receive() answers pings and waits on: bound it from outside.)
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout((SILENT_HEARTBEATS + 2) * HEARTBEAT_S):
-            await ws.receive()
-    assert not ws.closed
-    await ws.send_str(json.dumps({"v": 1, "type": "ping", "id": 1}))
-    assert (await ws.receive_json(timeout=5))["re"] == 1
-    await ws.close()
-    await http.close()
+    async with raw_socket(aiohttp_client, redis_url, autoping=True) as ws:
+        # (The client's receive() answers pings and waits on: bound it from outside.)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout((SILENT_HEARTBEATS + 2) * HEARTBEAT_S):
+                await ws.receive()
+        assert not ws.closed
+        await ws.send_str(json.dumps({"v": 1, "type": "ping", "id": 1}))
+        assert (await ws.receive_json(timeout=5))["re"] == 1
 
 
 async def test_a_clients_ping_frame_is_answered(
     aiohttp_client: AiohttpClient, redis_url: str
 ) -> None:
-    http, ws, _ = await raw_socket(aiohttp_client, redis_url, autoping=False)
-    await ws.ping(b"are you there")
-    msg = await ws.receive(timeout=5)
-    assert msg.type is aiohttp.WSMsgType.PONG
-    assert msg.data == b"are you there"
-    await ws.close()
-    await http.close()
+    async with raw_socket(aiohttp_client, redis_url, autoping=False) as ws:
+        await ws.ping(b"are you there")
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.PONG
+        assert msg.data == b"are you there"
 
 
 def test_signalling_sockets_are_thin_streams() -> None:
