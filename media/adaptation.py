@@ -400,11 +400,11 @@ class Adapter:
             # back, which RED and retransmissions absorb.
             last_rung_holds = index == AUDIO_ONLY - 1 and raw < LOSS_SEVERE
             if severe or (spaced and loss >= LOSS_DOWN and not last_rung_holds):
-                # Congestion loss says what the link carries: what was sent, less what was
-                # lost, or what the full link was counted to carry if less.  Go straight to the
-                # step that fits, at least one down; but video stops only from its last rung,
-                # or on a collapsed link: the loss just after a step still counts some of the
-                # rate before it.
+                # Congestion loss says what the link carries: what the full link was counted
+                # to carry, or else what was sent less what was lost.  Go straight to the step
+                # that fits, at least one down; but video stops only from its last rung, or on
+                # a collapsed link: the loss just after a step still counts some of the rate
+                # before it.
                 self._note_ceiling(link.carried_kbps, now)
                 if link.carried_kbps is None:
                     target = self._fitting(self.step.wire_kbps * (1 - raw))

@@ -247,7 +247,8 @@ class LinkMonitor:
         estimate is capped to what audio needs (over RTCP, so it arrives even when the step,
         sent over the websocket, is stuck behind a collapsing link), and asked for no
         retransmission or keyframe of its video.  With both seats on audio only, the audio
-        relayed to the receiver goes without its redundant copy."""
+        relayed to the receiver goes without its redundant copy, unless the link was seen to
+        carry it."""
         step = self.adapters[sender].step
         audio_only = step.index == AUDIO_ONLY
         peer = self._media.peer(sender)
