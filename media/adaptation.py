@@ -342,6 +342,17 @@ class Adapter:
             return None
         return self._move(AUDIO_ONLY, reason, now)
 
+    def fit(self, now: float, carried_kbps: float) -> Change | None:
+        """The link this sender's media crosses was seen full carrying ``carried_kbps`` (the
+        other direction of it, in practice): down to the step that fits, if above it."""
+        self._note_ceiling(carried_kbps, now)
+        if self.step.wire_kbps <= carried_kbps or self.step.index == AUDIO_ONLY:
+            return None
+        target = self._fitting(carried_kbps)
+        if target == AUDIO_ONLY and self.step.index < AUDIO_ONLY - 1:
+            target = AUDIO_ONLY - 1  # a collapse is the brake's to call
+        return self._move(target, "loss", now)
+
     def _note_ceiling(self, carried_kbps: float | None, now: float) -> None:
         """What the link carried while its queue stayed full, if known (``carried_kbps`` is
         reported only then: a sender below the link's rate says nothing of that rate)."""

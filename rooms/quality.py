@@ -224,11 +224,34 @@ class LinkMonitor:
                 self._on_step(seat, change)
                 if self._collapsed(seat, change):
                     self.brake(seat, "loss")
+                else:
+                    self._fit_other(seat, now)
         for seat in Participant:
             await self._shape(seat)
         self._samples += 1
         if self._samples % NETWORK_EVERY == 0:
             self._on_network()
+
+    def _fit_other(self, seat: Participant, now: float) -> None:
+        """``seat``'s own uplink was seen full: the other seat's media comes down the same link
+        (which carries at least as much down as up), so the other seat goes to the step that
+        fits it at once, without waiting for the late reports of its own leg."""
+        carried = self._server_up.get(seat, LegSample()).carried_kbps
+        if carried is None:
+            return
+        other = seat.other
+        change = self.adapters[other].fit(now, carried)
+        if change is not None:
+            logger.info(
+                "room %s: %s sends %s (%s; %s's uplink carried %.0f kbit/s)",
+                self._media.label,
+                other,
+                change.step.label,
+                change.reason,
+                seat,
+                carried,
+            )
+            self._on_step(other, change)
 
     def _collapsed(self, seat: Participant, change: Change) -> bool:
         """Whether ``seat``'s own uplink collapsed (see :func:`collapsed`) into audio only: the

@@ -393,3 +393,17 @@ def test_no_rung_is_tried_above_what_the_path_carried() -> None:
     assert adapter.step.index == 1
     feed(adapter, CLEAN, 40.0, 20.0)
     assert adapter.step.index == 0
+
+
+def test_a_sender_fits_the_rate_its_path_was_seen_to_carry() -> None:
+    adapter = Adapter(0.0, start=1)
+    change = adapter.fit(5.0, 145.0)
+    assert change is not None
+    assert (change.reason, change.step.index) == ("loss", AUDIO_ONLY - 1)
+    assert adapter.fit(6.0, 145.0) is None  # already fits
+    assert adapter.ceiling_kbps(6.0) == 145.0
+    # Video stops by the brake only, not by a fit.
+    low = Adapter(0.0, start=1)
+    change = low.fit(5.0, 40.0)
+    assert change is not None
+    assert change.step.index == AUDIO_ONLY - 1
