@@ -170,19 +170,11 @@ class LinkMonitor:
         once (the other seat's media comes down it), and come back by the usual healthy hold."""
         now = self._clock()
         carried = self._server_up.get(seat, LegSample()).carried_kbps
+        seen = f"carried {'?' if carried is None else f'{carried:.0f}'} kbit/s"
         for s in (seat, seat.other):
             change = self.adapters[s].brake(now, reason, carried)
             if change is not None:
-                label = change.step.label
-                logger.info(
-                    "room %s: %s sends %s (%s; carried %s kbit/s)",
-                    self._media.label,
-                    s,
-                    label,
-                    reason,
-                    "?" if carried is None else f"{carried:.0f}",
-                )
-                self._on_step(s, change)
+                self._step(s, change, seen)
             elif s is seat:
                 # Already on audio only: say so again, so that a braking page that had not yet
                 # heard it lets go of its brake.
@@ -213,15 +205,7 @@ class LinkMonitor:
             logger.debug("room %s: %s path %s", self._media.label, seat, path)
             change = self.adapters[seat].update(path, now)
             if change is not None:
-                logger.info(
-                    "room %s: %s sends %s (%s; %s)",
-                    self._media.label,
-                    seat,
-                    change.step.label,
-                    change.reason,
-                    path.describe(),
-                )
-                self._on_step(seat, change)
+                self._step(seat, change, path.describe())
                 if self._collapsed(seat, change):
                     self.brake(seat, "loss")
                 else:
@@ -231,6 +215,18 @@ class LinkMonitor:
         self._samples += 1
         if self._samples % NETWORK_EVERY == 0:
             self._on_network()
+
+    def _step(self, seat: Participant, change: Change, seen: str) -> None:
+        """Send ``seat``'s new step, logged with what the decision saw."""
+        logger.info(
+            "room %s: %s sends %s (%s; %s)",
+            self._media.label,
+            seat,
+            change.step.label,
+            change.reason,
+            seen,
+        )
+        self._on_step(seat, change)
 
     def _fit_other(self, seat: Participant, now: float) -> None:
         """``seat``'s own uplink was seen full: the other seat's media comes down the same link
@@ -242,16 +238,7 @@ class LinkMonitor:
         other = seat.other
         change = self.adapters[other].fit(now, carried)
         if change is not None:
-            logger.info(
-                "room %s: %s sends %s (%s; %s's uplink carried %.0f kbit/s)",
-                self._media.label,
-                other,
-                change.step.label,
-                change.reason,
-                seat,
-                carried,
-            )
-            self._on_step(other, change)
+            self._step(other, change, f"{seat}'s uplink carried {carried:.0f} kbit/s")
 
     def _collapsed(self, seat: Participant, change: Change) -> bool:
         """Whether ``seat``'s own uplink collapsed (see :func:`collapsed`) into audio only: the
