@@ -279,6 +279,68 @@ async def test_a_capped_receiver_tells_its_sender_at_once() -> None:
         await aiortc_glue.cap_remb(receiver, None)
 
 
+def test_remb_throttle_spaces_estimates_but_lets_drops_through() -> None:
+    throttle = aiortc_glue.RembThrottle()
+    assert throttle.admit(10.0, 300_000)
+    # Within the interval: the same, higher, or barely lower estimates wait.
+    assert not throttle.admit(10.05, 300_000)
+    assert not throttle.admit(10.1, 400_000)
+    assert not throttle.admit(10.15, 295_000)
+    # A drop of 3 % or more goes at once, and the interval starts again from it.
+    assert throttle.admit(10.16, 285_000)
+    assert not throttle.admit(10.3, 285_000)
+    # After the interval, anything goes.
+    assert throttle.admit(10.17 + aiortc_glue.REMB_INTERVAL_S, 500_000)
+    # An estimate sent past the throttle (a cap) counts as the last one.
+    throttle.sent(20.0, 24_000)
+    assert not throttle.admit(20.1, 24_000)
+    assert throttle.admit(20.1, 23_000)
+
+
+async def test_a_flood_of_estimates_reaches_the_sender_spaced() -> None:
+    """The estimates a receiver sends are spaced as a browser's are: a flood of equal ones
+    becomes one, a marked drop goes at once, and a cap is never held back."""
+    sender_pc = RTCPeerConnection()
+    sender = sender_pc.addTrack(ClockVideoTrack(width=160, height=120))
+    heard: list[int] = []
+    stock = sender._handle_rtcp_packet
+
+    async def record(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            heard.append(unpack_remb_fci(packet.fci)[0])
+        await stock(packet)
+
+    sender._handle_rtcp_packet = record  # type: ignore[method-assign]
+    async with connected(sender_pc) as receiver:
+        for _ in range(100):
+            if receiver.getSynchronizationSources():
+                break
+            await asyncio.sleep(0.05)
+        ssrc = receiver.getSynchronizationSources()[0].source
+
+        def remb(bps: int) -> RtcpPsfbPacket:
+            return RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(bps, [ssrc])
+            )
+
+        # Below any estimate aiortc makes, so the first of them goes as a drop.
+        before = len(heard)
+        for _ in range(20):
+            await receiver._send_rtcp(remb(2_000))
+        await receiver._send_rtcp(remb(1_500))  # 25 % lower: at once
+        await aiortc_glue.cap_remb(receiver, 1)
+        await aiortc_glue.cap_remb(receiver, 0.8)
+        for _ in range(40):
+            if 800 in heard[before:]:
+                break
+            await asyncio.sleep(0.05)
+        ours = [bps for bps in heard[before:] if bps in (2_000, 1_500)]
+        assert ours == [2_000, 1_500]
+        caps = [bps for bps in heard[before:] if bps in (1_000, 800)]
+        assert caps[:2] == [1_000, 800]
+        await aiortc_glue.cap_remb(receiver, None)
+
+
 async def test_a_hushed_receiver_asks_for_nothing_and_reports_on() -> None:
     """Hushed, a receiver's keyframe requests and NACKs never leave it, its other RTCP does;
     unhushed, the next request reaches the sender."""
