@@ -330,6 +330,7 @@ _RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
 #: below the last sent, which goes at once: libwebrtc's receivers send theirs so.  aiortc's
 #: estimator, while it sees its sender overuse the link, lowers its estimate and sends a REMB
 #: for every video packet: RTCP that a congested link has no room for, and work for the node.
+#: Capped estimates are not spaced (see :func:`_send_rtcp`).
 REMB_INTERVAL_S = 0.2
 REMB_DROP = 1.03
 
@@ -410,8 +411,14 @@ async def _send_rtcp(receiver: RTCRtpReceiver, packet: Any) -> None:
     if cap is not None:
         packet = _capped(packet, cap)
     bps = _remb_bps(packet)
-    if bps is not None and not _remb_throttle(receiver).admit(time.monotonic(), bps):
-        return
+    if bps is not None:
+        throttle, now = _remb_throttle(receiver), time.monotonic()
+        if cap is not None:
+            # Under a cap every estimate goes: on a collapsing link, which is when a cap is
+            # set, each copy is one more chance for the cap to reach the browser.
+            throttle.sent(now, bps)
+        elif not throttle.admit(now, bps):
+            return
     await _stock_send_rtcp(receiver, packet)
 
 
