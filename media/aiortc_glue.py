@@ -19,8 +19,7 @@ aiortc upgrade that moves them fails loudly:
   and a keyframe sent at once into a slow link overflows the bottleneck's queue;
 * a receiver's ``_send_rtcp``, whose bandwidth estimates (REMB) Setu caps for a sender that
   must drop to audio only: RTCP reaches the browser within a round trip, where a step sent
-  over the websocket can wait seconds behind a collapsing link's TCP retransmissions; which
-  it sends no more often than a browser's receiver would (:class:`RembThrottle`); and
+  over the websocket can wait seconds behind a collapsing link's TCP retransmissions; and
   through which it asks for no retransmission and no keyframe of a video it does not want;
 * the loss fraction of a receiver's reports (``StreamStatistics.fraction_lost``), which Setu
   raises to the loss on the far leg: a browser's Opus encoder adds in-band FEC for the loss its
@@ -32,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import queue
 import threading
 import time
@@ -322,61 +320,8 @@ def pace(sender: RTCRtpSender, kbps: float | None) -> None:
 
 _stock_send_rtcp = RTCRtpReceiver._send_rtcp
 _REMB_CAP_ATTR = "_setu_remb_cap_bps"
-_REMB_THROTTLE_ATTR = "_setu_remb_throttle"
 _HUSH_ATTR = "_setu_hushed"
 _RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
-
-#: A receiver's bandwidth estimates (REMB) go out at most this often, unless one is at least 3 %
-#: below the last sent, which goes at once: libwebrtc's receivers send theirs so.  aiortc's
-#: estimator, while it sees its sender overuse the link, lowers its estimate and sends a REMB
-#: for every video packet: RTCP that a congested link has no room for, and work for the node.
-#: Capped estimates are not spaced (see :func:`_send_rtcp`).
-REMB_INTERVAL_S = 0.2
-REMB_DROP = 1.03
-
-
-class RembThrottle:
-    """Which of one receiver's estimates to send (see :data:`REMB_INTERVAL_S`)."""
-
-    __slots__ = ("_at", "_bps")
-
-    def __init__(self) -> None:
-        self._at = -math.inf
-        self._bps: int | None = None
-
-    def admit(self, now: float, bps: int) -> bool:
-        """Whether an estimate of ``bps`` goes out at ``now``; if it does, it is noted as sent."""
-        if (
-            self._bps is not None
-            and now - self._at < REMB_INTERVAL_S
-            and bps * REMB_DROP > self._bps
-        ):
-            return False
-        self.sent(now, bps)
-        return True
-
-    def sent(self, now: float, bps: int) -> None:
-        """Note an estimate that went out without asking."""
-        self._at, self._bps = now, bps
-
-
-def _remb_bps(packet: Any) -> int | None:
-    """The bitrate ``packet`` announces if it is a REMB, else ``None``."""
-    if not (isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP):
-        return None
-    try:
-        bitrate, _ = unpack_remb_fci(packet.fci)
-    except ValueError:
-        return None
-    return int(bitrate)
-
-
-def _remb_throttle(receiver: RTCRtpReceiver) -> RembThrottle:
-    throttle: RembThrottle | None = getattr(receiver, _REMB_THROTTLE_ATTR, None)
-    if throttle is None:
-        throttle = RembThrottle()
-        setattr(receiver, _REMB_THROTTLE_ATTR, throttle)
-    return throttle
 
 
 def _capped(packet: Any, cap_bps: int) -> Any:
@@ -408,18 +353,7 @@ async def _send_rtcp(receiver: RTCRtpReceiver, packet: Any) -> None:
     if getattr(receiver, _HUSH_ATTR, False) and _is_request(packet):
         return
     cap: int | None = getattr(receiver, _REMB_CAP_ATTR, None)
-    if cap is not None:
-        packet = _capped(packet, cap)
-    bps = _remb_bps(packet)
-    if bps is not None:
-        throttle, now = _remb_throttle(receiver), time.monotonic()
-        if cap is not None:
-            # Under a cap every estimate goes: on a collapsing link, which is when a cap is
-            # set, each copy is one more chance for the cap to reach the browser.
-            throttle.sent(now, bps)
-        elif not throttle.admit(now, bps):
-            return
-    await _stock_send_rtcp(receiver, packet)
+    await _stock_send_rtcp(receiver, packet if cap is None else _capped(packet, cap))
 
 
 def hush(receiver: RTCRtpReceiver, on: bool) -> None:
@@ -441,13 +375,10 @@ async def cap_remb(receiver: RTCRtpReceiver, kbps: float | None) -> None:
     rtcp_ssrc = getattr(receiver, _RTCP_SSRC_ATTR, None)
     ssrcs = [s.source for s in receiver.getSynchronizationSources()]
     if rtcp_ssrc is not None and ssrcs:
-        # Past the throttle: a raised cap must not wait for the next estimate.
-        _remb_throttle(receiver).sent(time.monotonic(), cap)
-        await _stock_send_rtcp(
-            receiver,
+        await receiver._send_rtcp(
             RtcpPsfbPacket(
                 fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(cap, ssrcs)
-            ),
+            )
         )
 
 
