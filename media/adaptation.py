@@ -348,10 +348,15 @@ class Adapter:
         self._note_ceiling(carried_kbps, now)
         if self.step.wire_kbps <= carried_kbps or self.step.index == AUDIO_ONLY:
             return None
-        target = self._fitting(carried_kbps)
+        return self._move(self._keeping_video(self._fitting(carried_kbps)), "loss", now)
+
+    def _keeping_video(self, target: int) -> int:
+        """``target``, but the last rung with video instead of audio only when this sender is
+        above that rung: video stops only from its last rung, or when the brake calls a
+        collapse."""
         if target == AUDIO_ONLY and self.step.index < AUDIO_ONLY - 1:
-            target = AUDIO_ONLY - 1  # a collapse is the brake's to call
-        return self._move(target, "loss", now)
+            return AUDIO_ONLY - 1
+        return target
 
     def _note_ceiling(self, carried_kbps: float | None, now: float) -> None:
         """What the link carried while its queue stayed full, if known (``carried_kbps`` is
@@ -426,8 +431,8 @@ class Adapter:
                     # the last step, still queued or still being sent.
                     target = None
                 if target is not None:
-                    if target == AUDIO_ONLY and index < AUDIO_ONLY - 1 and not collapsed(link):
-                        target = AUDIO_ONLY - 1
+                    if not collapsed(link):
+                        target = self._keeping_video(target)
                     return self._move(target, "loss", now)
             # A step that fits what the full link carried is not what fills its queue (the
             # rate before the last step is, or the other direction's, which the round trip

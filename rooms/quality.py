@@ -169,7 +169,7 @@ class LinkMonitor:
         too much for anything but audio): both directions of that link go to audio only at
         once (the other seat's media comes down it), and come back by the usual healthy hold."""
         now = self._clock()
-        carried = self._server_up.get(seat, LegSample()).carried_kbps
+        carried = self._measured_up(seat).carried_kbps
         seen = f"carried {'?' if carried is None else f'{carried:.0f}'} kbit/s"
         for s in (seat, seat.other):
             change = self.adapters[s].brake(now, reason, carried)
@@ -232,7 +232,7 @@ class LinkMonitor:
         """``seat``'s own uplink was seen full: the other seat's media comes down the same link
         (which carries at least as much down as up), so the other seat goes to the step that
         fits it at once, without waiting for the late reports of its own leg."""
-        carried = self._server_up.get(seat, LegSample()).carried_kbps
+        carried = self._measured_up(seat).carried_kbps
         if carried is None:
             return
         other = seat.other
@@ -247,7 +247,7 @@ class LinkMonitor:
         return (
             change.step.index == AUDIO_ONLY
             and change.reason == "loss"
-            and collapsed(self._server_up.get(seat, LegSample()))
+            and collapsed(self._measured_up(seat))
         )
 
     async def _shape(self, sender: Participant) -> None:
@@ -394,10 +394,14 @@ class LinkMonitor:
         at, report = self._reports.get(seat, (0.0, ClientReport()))
         return report if now - at <= STALE_S else ClientReport()
 
+    def _measured_up(self, seat: Participant) -> LegSample:
+        """What the server measured of ``seat``'s uplink at the last sample."""
+        return self._server_up.get(seat, LegSample())
+
     def _uplink(self, seat: Participant, now: float) -> LegSample:
         c = self._client(seat, now)
         return worst(
-            self._server_up.get(seat, LegSample()),
+            self._measured_up(seat),
             LegSample(rtt_ms=c.rtt_ms, available_kbps=c.available_out_kbps),
         )
 
